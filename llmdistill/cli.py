@@ -1,0 +1,107 @@
+"""The ``llmdistill`` command: load a config, call a stage, print where the output went."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmdistill.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distil a large teacher LLM into a small student that reasons.")
+
+ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML).", metavar="CONFIG", show_default=False)]
+SetOpt = Annotated[list[str], typer.Option("--set", help="Override a config value: section.key=value (repeatable).")]
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("httpx", "urllib3", "filelock", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(config: Path, overrides: list[str] | None):
+    from llmdistill.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+def _stage(stage: str, config: Path, overrides: list[str] | None) -> None:
+    try:
+        _setup_logging()
+        cfg = _load(config, overrides)
+        from llmdistill.pipeline import stage_function
+
+        stats = stage_function(stage)(cfg)
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{stage}: done in {stats['seconds']}s -> {cfg.stage_dir(stage)}")
+    _print_headline(stage, stats, cfg)
+
+
+def _print_headline(stage: str, stats: dict, cfg) -> None:
+    if stage == "generate":
+        typer.echo(f"  {stats['traces']} traces for {stats['problems']} problems, {stats['completion_tokens']} output tokens")
+    elif stage == "filter":
+        typer.echo(f"  kept {stats['kept']} of {stats['rows_in']} (rejected by: {json.dumps(stats['rejected_by'])}); teacher accuracy {stats['teacher_accuracy']}")
+    elif stage == "train":
+        typer.echo(f"  {stats['steps']} steps on {stats['examples']} examples, train loss {stats['train_loss']}")
+    elif stage == "evaluate":
+        for name, acc in stats["accuracy"].items():
+            typer.echo(f"  {name:<13} accuracy {'-' if acc is None else f'{100 * acc:.1f}%'}")
+        typer.echo(f"  report: {cfg.stage_dir('evaluate') / 'report.md'}")
+
+
+@app.command()
+def generate(config: ConfigArg, set: SetOpt = None) -> None:
+    """Teacher writes rationale-plus-answer traces for the train split."""
+    _stage("generate", config, set)
+
+
+@app.command("filter")
+def filter_(config: ConfigArg, set: SetOpt = None) -> None:
+    """Parse, check and clean the traces; rejected rows keep their reason."""
+    _stage("filter", config, set)
+
+
+@app.command()
+def train(config: ConfigArg, set: SetOpt = None) -> None:
+    """Fine-tune the student on the kept traces."""
+    _stage("train", config, set)
+
+
+@app.command()
+def evaluate(config: ConfigArg, set: SetOpt = None) -> None:
+    """Teacher and students answer the test split; writes the report."""
+    _stage("evaluate", config, set)
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    set: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="Rerun stages even when their output is complete.")] = False,
+) -> None:
+    """All four stages in order, skipping any whose output is complete for this config."""
+    try:
+        _setup_logging()
+        cfg = _load(config, set)
+        from llmdistill.pipeline import run as run_pipeline
+        from llmdistill.stage import read_stats
+
+        done = run_pipeline(cfg, force=force)
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    for stage, what in done.items():
+        typer.echo(f"{stage}: {what} -> {cfg.stage_dir(stage)}")
+        _print_headline(stage, read_stats(cfg, stage), cfg)
+
+
+if __name__ == "__main__":
+    app()

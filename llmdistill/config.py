@@ -1,0 +1,211 @@
+"""One YAML file per run, one section per stage; validated with ``extra="forbid"``.
+
+``load_config`` applies ``--set section.key=value`` overrides, and every stage saves the
+resolved config beside its outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llmdistill.errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Section):
+    """Where the problems come from and how they are asked and checked."""
+
+    path: str = Field(description="Local folder with <split>.jsonl/.json/.csv/.parquet, a local file, or an HF dataset id.")
+    name: str | None = None  # HF dataset config name
+    train_split: str = "train"
+    test_split: str = "test"
+    id_field: str | None = "id"  # missing field -> "<split>-<row index>"
+    question_field: str = "question"
+    answer_field: str = "answer"
+    answer_type: Literal["numeric"] = "numeric"
+    tolerance: float = 1e-4
+    max_train: int | None = Field(default=None, ge=1)
+    max_test: int | None = Field(default=None, ge=1)
+    prompt: str = "prompts/arithmetic_cot.yaml"
+    num_shots: int | None = Field(default=None, ge=0)  # None: every exemplar in the prompt file
+    chat_template: Literal["auto", "always", "never"] = "auto"
+
+
+class ModelConfig(Section):
+    model_name_or_path: str
+    backend: str = "transformers"  # a name in llmdistill.backends.BACKENDS
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"
+    batch_size: int = Field(default=16, ge=1)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        from llmdistill.backends import BACKENDS
+
+        if v not in BACKENDS:
+            raise ValueError(f"unknown backend {v!r} (allowed: {', '.join(BACKENDS)})")
+        return v
+
+
+class GenerateConfig(Section):
+    n: int = Field(default=1, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(default=256, ge=1)
+    seed: int = 0
+
+
+class FilterConfig(Section):
+    require_correct: bool = True
+    drop_truncated: bool = True
+
+
+class StudentConfig(Section):
+    """The student: a pretrained model, or a depth-pruned copy of the teacher."""
+
+    init: Literal["pretrained", "pruned"] = "pretrained"
+    model_name_or_path: str | None = None  # for init=pretrained; for init=pruned the source (default: teacher)
+    keep_layers: Literal["every_other", "first_half"] | list[int] = "every_other"
+
+    @model_validator(mode="after")
+    def _needs_model(self):
+        if self.init == "pretrained" and not self.model_name_or_path:
+            raise ValueError("student.model_name_or_path is required when student.init is 'pretrained'")
+        return self
+
+
+class TrainConfig(Section):
+    mode: Literal["cot"] = "cot"
+    learning_rate: float = Field(default=5e-5, gt=0)
+    num_train_epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = -1
+    per_device_train_batch_size: int = Field(default=4, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_length: int = Field(default=1024, ge=8)
+    warmup_steps: float = Field(default=0.0, ge=0)  # < 1: a fraction of the total steps
+    lr_scheduler_type: str = "linear"
+    weight_decay: float = 0.0
+    logging_steps: int = Field(default=5, ge=1)
+    seed: int = 0
+
+
+class EvaluateConfig(Section):
+    models: list[Literal["teacher", "student_init", "student"]] = ["teacher", "student_init", "student"]
+    max_new_tokens: int = Field(default=256, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+
+
+class Config(Section):
+    output_dir: str
+    data: DataConfig
+    teacher: ModelConfig
+    generate: GenerateConfig = GenerateConfig()
+    filter: FilterConfig = FilterConfig()
+    student: StudentConfig = StudentConfig(init="pruned")
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @field_validator("evaluate")
+    @classmethod
+    def _unique_models(cls, v: EvaluateConfig) -> EvaluateConfig:
+        if len(set(v.models)) != len(v.models):
+            raise ValueError(f"evaluate.models lists a model twice: {v.models}")
+        return v
+
+    def stage_hash(self, stage: str) -> str:
+        """Hash of every section the stage's output depends on (its own and all upstream)."""
+        return hashlib.sha256(json.dumps(self.model_dump(include=set(STAGE_INPUTS[stage])), sort_keys=True).encode()).hexdigest()[:16]
+
+    def stage_dir(self, stage: str) -> Path:
+        return Path(self.output_dir) / stage
+
+
+STAGES = ["generate", "filter", "train", "evaluate"]
+STAGE_INPUTS = {
+    "generate": ["data", "teacher", "generate"],
+    "filter": ["data", "teacher", "generate", "filter"],
+    "train": ["data", "teacher", "generate", "filter", "student", "train"],
+    "evaluate": ["data", "teacher", "generate", "filter", "student", "train", "evaluate"],
+}
+
+
+def _parse_value(text: str):
+    """Parse an override value as YAML, so `--set train.max_steps=2` gives an int."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected section.key=value")
+        dotted, value = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {item!r}: {k} is not a section")
+        node[keys[-1]] = _parse_value(value)
+    return raw
+
+
+def _format_validation_error(e: ValidationError, model: type[BaseModel] = None) -> str:
+    msgs = []
+    for err in e.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc) or "config"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            msgs.append(f"unknown key '{key}' (allowed: {', '.join(allowed)})")
+        elif err["type"] == "missing":
+            msgs.append(f"missing required key '{key}'")
+        else:
+            msgs.append(f"{key}: {err['msg']}")
+    return "invalid config: " + "; ".join(msgs)
+
+
+def _allowed_keys(section_path: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in section_path:
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a run config; every failure is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(f"{path}: {_format_validation_error(e)}") from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,106 @@
+"""Stage 4, evaluate: every configured model answers the test split with the same prompt,
+the same decoding settings and the same answer checker, and the report compares them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from llmdistill.answers import check_numeric, parse_completion
+from llmdistill.backends import Backend, SamplingParams, get_backend
+from llmdistill.config import Config
+from llmdistill.data import load_problems
+from llmdistill.jsonl import write_rows
+from llmdistill.prompts import PromptRenderer, load_prompt
+from llmdistill.records import EvalResult, Problem
+from llmdistill.report import write_report
+from llmdistill.stage import StageRun, require_complete
+from llmdistill.student import materialize_student
+
+log = logging.getLogger(__name__)
+
+
+def model_paths(cfg: Config) -> dict[str, str]:
+    paths = {}
+    for name in cfg.evaluate.models:
+        if name == "teacher":
+            paths[name] = cfg.teacher.model_name_or_path
+        elif name == "student_init":
+            paths[name] = materialize_student(cfg)
+        else:
+            paths[name] = str(cfg.stage_dir("train") / "model")
+    return paths
+
+
+def disk_size(path: str) -> int | None:
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    return sum(f.stat().st_size for f in p.glob("*") if f.suffix in (".safetensors", ".bin", ".pt"))
+
+
+def answer_all(cfg: Config, name: str, backend: Backend, problems: list[Problem]) -> list[EvalResult]:
+    template = load_prompt(cfg.data.prompt)
+    render = PromptRenderer(template, backend.tokenizer, cfg.data.num_shots, cfg.data.chat_template)
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.evaluate.max_new_tokens, stop=template.stop)
+    results, bs = [], cfg.evaluate.batch_size
+    for start in tqdm(range(0, len(problems), bs), desc=f"evaluate {name}", unit="batch"):
+        chunk = problems[start : start + bs]
+        outs = backend.generate([render(p.question) for p in chunk], params)
+        for p, (c,) in zip(chunk, outs):
+            parsed = parse_completion(c.text, template.stop)
+            verdict, _ = check_numeric(parsed.answer, p.answer, cfg.data.tolerance)
+            results.append(EvalResult(
+                id=p.id, model=name, question=p.question, gold=p.answer, output=c.text, pred=parsed.answer, verdict=verdict,
+                finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, latency_s=c.latency_s,
+            ))
+    return results
+
+
+def summarize(results: list[EvalResult], params: int, size: int | None, seconds: float) -> dict:
+    v = Counter(r.verdict for r in results)
+    labelled = len(results) - v["unlabeled"]
+    out_tokens = sum(r.completion_tokens for r in results)
+    return {
+        "n": len(results),
+        "correct": v["correct"],
+        "wrong": v["wrong"],
+        "unparseable": v["unparseable"],
+        "accuracy": round(v["correct"] / labelled, 4) if labelled else None,
+        "parameters": params,
+        "size_bytes": size,
+        "prompt_tokens_per_problem": round(sum(r.prompt_tokens for r in results) / max(len(results), 1), 1),
+        "output_tokens_per_problem": round(out_tokens / max(len(results), 1), 1),
+        "latency_s_per_problem": round(sum(r.latency_s for r in results) / max(len(results), 1), 4),
+        "output_tokens_per_s": round(out_tokens / max(seconds, 1e-9), 1),
+        "seconds": round(seconds, 2),
+    }
+
+
+def evaluate(cfg: Config, backends: dict[str, Backend] | None = None) -> dict:
+    """Evaluate each model in ``evaluate.models``; ``backends`` lets tests inject models by name."""
+    if "student" in cfg.evaluate.models:
+        require_complete(cfg, "train")
+    with StageRun(cfg, "evaluate") as run:
+        problems = load_problems(cfg.data, cfg.data.test_split)
+        all_results, models = [], {}
+        for name, path in model_paths(cfg).items():
+            backend = (backends or {}).get(name)
+            if backend is None:
+                model_cfg = cfg.teacher if name == "teacher" else cfg.teacher.model_copy(update={"backend": "transformers", "model_name_or_path": path})
+                backend = get_backend(model_cfg.backend, **model_cfg.model_dump(exclude={"backend", "batch_size"}), batch_size=cfg.evaluate.batch_size)
+            t0 = time.time()
+            results = answer_all(cfg, name, backend, problems)
+            models[name] = {"path": path, **summarize(results, backend.num_parameters(), disk_size(path), time.time() - t0)}
+            backend.close()
+            log.info("%s: accuracy %s on %d problems", name, models[name]["accuracy"], len(results))
+            all_results.extend(results)
+        write_rows(run.dir / "results.jsonl", all_results)
+        report = {"split": cfg.data.test_split, "problems": len(problems), "models": models}
+        write_report(run.dir, report)
+        return run.finish({"problems": len(problems), "accuracy": {k: m["accuracy"] for k, m in models.items()}})

@@ -1,0 +1,108 @@
+"""JSONL files of pydantic rows: validated reads with line numbers, crash-safe writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, TypeVar
+
+import jsonlines
+from pydantic import BaseModel, ValidationError
+
+from llmdistill.errors import UserError
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def iter_rows(path: str | Path, model: type[R]) -> Iterator[R]:
+    """Yield validated rows; a malformed line is a UserError naming the file and line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield model.model_validate(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+            except ValidationError as e:
+                err = e.errors()[0]
+                loc = ".".join(str(p) for p in err["loc"]) or "row"
+                raise UserError(f"{path}:{lineno}: invalid {model.__name__} row: {loc}: {err['msg']}") from None
+
+
+def read_rows(path: str | Path, model: type[R]) -> list[R]:
+    return list(iter_rows(path, model))
+
+
+def write_rows(path: str | Path, rows: Iterable[BaseModel]) -> int:
+    """Write all rows atomically (temp file + rename), so a crash never leaves a file half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with jsonlines.open(tmp, mode="w") as writer:
+        for row in rows:
+            writer.write(row.model_dump(mode="json"))
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+class RowAppender:
+    """Appends rows as they are produced and fsyncs each batch, for resumable long jobs."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, rows: Iterable[BaseModel]) -> None:
+        for row in rows:
+            self._fh.write(json.dumps(row.model_dump(mode="json"), ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "RowAppender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def recover_rows(path: str | Path, model: type[R]) -> list[R]:
+    """Read the rows a killed run left behind, cutting a torn (unterminated or unparsable) last line.
+
+    Only the final line may be torn: any earlier bad line means the file was edited or corrupted,
+    which is a UserError rather than something to silently repair.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    keep = len(data)
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+    lines = data[:keep].decode("utf-8").splitlines()
+    if lines:
+        try:
+            model.model_validate(json.loads(lines[-1]))
+        except (json.JSONDecodeError, ValidationError):
+            keep = data.rfind(b"\n", 0, keep - 1) + 1
+            lines = lines[:-1]
+    if keep != len(data):
+        with open(path, "r+b") as fh:
+            fh.truncate(keep)
+    rows = []
+    for lineno, line in enumerate(lines, start=1):
+        try:
+            rows.append(model.model_validate(json.loads(line)))
+        except (json.JSONDecodeError, ValidationError) as e:
+            raise UserError(f"{path}:{lineno}: malformed row in a partial output ({e}); delete the file to restart") from None
+    return rows

@@ -1,0 +1,32 @@
+"""``llmdistill run``: the four stages in order, skipping any whose output is complete."""
+
+from __future__ import annotations
+
+import logging
+
+from llmdistill.config import STAGES, Config
+from llmdistill.stage import is_complete
+
+log = logging.getLogger(__name__)
+
+
+def stage_function(stage: str):
+    from llmdistill.evaluate import evaluate
+    from llmdistill.filter import filter_traces
+    from llmdistill.generate import generate
+    from llmdistill.train import train
+
+    return {"generate": generate, "filter": filter_traces, "train": train, "evaluate": evaluate}[stage]
+
+
+def run(cfg: Config, force: bool = False) -> dict[str, str]:
+    """Run every stage; returns what happened to each ('ran' or 'skipped')."""
+    done = {}
+    for stage in STAGES:
+        if not force and is_complete(cfg, stage):
+            log.info("%s: output complete for this config, skipping (%s)", stage, cfg.stage_dir(stage))
+            done[stage] = "skipped"
+            continue
+        stage_function(stage)(cfg)
+        done[stage] = "ran"
+    return done

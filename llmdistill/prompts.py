@@ -1,0 +1,114 @@
+"""Few-shot chain-of-thought prompt files (``prompts/*.yaml``), rendered as chat or plain text.
+
+The same template renders the teacher's generation prompt, the student's training prompt and
+every model's evaluation prompt, so a model is always asked the way it will be checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from llmdistill.errors import UserError
+
+
+class Exemplar(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str
+    rationale: str
+    answer: str
+
+
+class PromptTemplate(BaseModel):
+    """Instruction + exemplars + formats. ``answer_format`` must contain ``{rationale}`` and ``{answer}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    system: str | None = None
+    instruction: str = ""
+    question_format: str = "Q: {question}"
+    answer_prefix: str = "A:"  # plain-text mode only: the turn marker the model continues after
+    answer_format: str = "{rationale} The answer is {answer}."
+    stop: list[str] = ["\n\nQ:", "\nQ:"]
+    exemplars: list[Exemplar] = []
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def answer_text(self, rationale: str, answer: str) -> str:
+        return self.answer_format.format(rationale=rationale.strip(), answer=answer).strip()
+
+    def _shots(self, num_shots: int | None) -> list[Exemplar]:
+        k = len(self.exemplars) if num_shots is None else num_shots
+        if k > len(self.exemplars):
+            raise UserError(f"prompt {self.name!r} has {len(self.exemplars)} exemplars, {k} were asked for")
+        return self.exemplars[:k]
+
+    def messages(self, question: str, num_shots: int | None = None) -> list[dict]:
+        """Chat form: the instruction rides on the first user turn; exemplars are earlier turns."""
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        turns = [(e.question, self.answer_text(e.rationale, e.answer)) for e in self._shots(num_shots)]
+        for i, (q, a) in enumerate(turns + [(question, None)]):
+            content = self.question_format.format(question=q.strip())
+            if i == 0 and self.instruction:
+                content = f"{self.instruction}\n\n{content}"
+            msgs.append({"role": "user", "content": content})
+            if a is not None:
+                msgs.append({"role": "assistant", "content": a})
+        return msgs
+
+    def plain(self, question: str, num_shots: int | None = None) -> str:
+        """Completion form: instruction, then Q/A blocks, ending where the model should continue."""
+        parts = [self.instruction] if self.instruction else []
+        for e in self._shots(num_shots):
+            q = self.question_format.format(question=e.question.strip())
+            parts.append(f"{q}\n{self.answer_prefix} {self.answer_text(e.rationale, e.answer)}")
+        parts.append(f"{self.question_format.format(question=question.strip())}\n{self.answer_prefix}")
+        return "\n\n".join(parts)
+
+
+def load_prompt(path: str | Path) -> PromptTemplate:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: prompt file not found")
+    try:
+        return PromptTemplate.model_validate(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: malformed YAML ({e})") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UserError(f"{path}: invalid prompt file: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+class PromptRenderer:
+    """Turns questions into the exact strings a given tokenizer's model is fed.
+
+    ``chat_template='auto'`` uses the tokenizer's chat template when it has one; the student
+    shares the teacher's tokenizer, so both see byte-identical prompts.
+    """
+
+    def __init__(self, template: PromptTemplate, tokenizer, num_shots: int | None, chat_template: str = "auto"):
+        self.template = template
+        self.tokenizer = tokenizer
+        self.num_shots = num_shots
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if chat_template == "always" and not has_template:
+            raise UserError("data.chat_template is 'always' but the tokenizer has no chat template")
+        self.use_chat = chat_template == "always" or (chat_template == "auto" and has_template)
+
+    def __call__(self, question: str) -> str:
+        if self.use_chat:
+            return self.tokenizer.apply_chat_template(
+                self.template.messages(question, self.num_shots), tokenize=False, add_generation_prompt=True
+            )
+        return self.template.plain(question, self.num_shots)
+
+    @property
+    def completion_prefix(self) -> str:
+        """Plain prompts end at 'A:', so a completion starts with a space."""
+        return "" if self.use_chat else " "

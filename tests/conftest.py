@@ -1,0 +1,144 @@
+"""Shared fixtures: a tiny Llama model and byte-level BPE tokenizer built locally, and a
+scripted teacher backend whose answers a test queues up. No hub, no network, no GPU."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from llmdistill.backends import BACKENDS, Completion, SamplingParams
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [(ROOT / "prompts" / "arithmetic_cot.yaml").read_text(), (ROOT / "data" / "quickstart" / "train.jsonl").read_text()]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A 4-layer Llama with hidden size 16 and its tokenizer, saved once per session."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=4, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=2048, tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+class ScriptedBackend:
+    """A teacher whose completion for each question a test queues up in ``SCRIPT``.
+
+    A question with no script gets a wrong answer; ``FAIL_AFTER`` simulates a crash after that
+    many ``generate`` calls.
+    """
+
+    name = "scripted"
+    SCRIPT: dict[str, list[str]] = {}
+    FAIL_AFTER: int | None = None
+    calls = 0
+
+    def __init__(self, model_name_or_path: str, **_):
+        from llmdistill.backends.hf import load_tokenizer
+
+        self.model_name = model_name_or_path
+        self.tokenizer = load_tokenizer(model_name_or_path)
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        type(self).calls += 1
+        if self.FAIL_AFTER is not None and self.calls > self.FAIL_AFTER:
+            raise KeyboardInterrupt("simulated crash")
+        out = []
+        for prompt in prompts:
+            question = re.findall(r"Q: (.*?)(?:<\|im_end\|>|\n|$)", prompt)[-1]
+            texts = self.SCRIPT.get(question, ["I think so. The answer is -1."])
+            out.append([Completion(text=texts[s % len(texts)], finish_reason="stop", prompt_tokens=len(prompt) // 4, completion_tokens=12) for s in range(params.n)])
+        return out
+
+    def num_parameters(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """Registers the scripted backend as ``teacher.backend: scripted`` for the test."""
+    monkeypatch.setitem(BACKENDS, "scripted", "tests.conftest:ScriptedBackend")
+    monkeypatch.setattr(ScriptedBackend, "SCRIPT", {})
+    monkeypatch.setattr(ScriptedBackend, "FAIL_AFTER", None)
+    monkeypatch.setattr(ScriptedBackend, "calls", 0)
+    return ScriptedBackend
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def make_config(tmp_path, tiny_model):
+    """Writes a small run config on the tiny model and a 6/4-problem dataset; returns its path."""
+
+    def make(**sections) -> Path:
+        import yaml
+
+        train = [{"id": f"tr{i}", "question": f"Sam has {i} apples and gets 2 more. How many apples does Sam have?", "answer": str(i + 2)} for i in range(6)]
+        test = [{"id": f"te{i}", "question": f"Mia has {i + 10} pens and gets 1 more. How many pens does Mia have?", "answer": str(i + 11)} for i in range(4)]
+        write_jsonl(tmp_path / "data" / "train.jsonl", train)
+        write_jsonl(tmp_path / "data" / "test.jsonl", test)
+        cfg = {
+            "output_dir": str(tmp_path / "run"),
+            "data": {"path": str(tmp_path / "data"), "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml"), "num_shots": 1},
+            "teacher": {"model_name_or_path": tiny_model, "backend": "scripted", "batch_size": 4},
+            "generate": {"max_new_tokens": 8},
+            "student": {"init": "pruned", "keep_layers": "every_other"},
+            "train": {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 512, "logging_steps": 1},
+            "evaluate": {"max_new_tokens": 8, "batch_size": 4},
+        }
+        for name, value in sections.items():
+            cfg[name] = {**cfg.get(name, {}), **value} if isinstance(value, dict) else value
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return make
+
+
+def correct_script(n: int = 6) -> dict[str, list[str]]:
+    """Correct teacher answers for the train questions of ``make_config``."""
+    return {f"Sam has {i} apples and gets 2 more. How many apples does Sam have?": [f"Sam has {i} + 2 = {i + 2} apples. The answer is {i + 2}."] for i in range(n)}
+
+
+def correct_test_script() -> dict[str, list[str]]:
+    """Correct teacher answers for the test questions of ``make_config``."""
+    return {f"Mia has {i + 10} pens and gets 1 more. How many pens does Mia have?": [f"{i + 10} + 1 = {i + 11}. The answer is {i + 11}."] for i in range(4)}

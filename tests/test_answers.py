@@ -1,0 +1,61 @@
+import pytest
+
+from llmdistill.answers import check_numeric, parse_completion, to_number
+from llmdistill.arith import safe_eval
+
+STOP = ["\n\nQ:", "\nQ:"]
+
+
+@pytest.mark.parametrize(
+    "text, rationale, answer",
+    [
+        ("Sam has 3 + 4 = 7. The answer is 7.", "Sam has 3 + 4 = 7.", "7"),
+        ("x. So the answer is (10 * 45).\n\nQ: invented next question? A: The answer is 3.", "x.", "(10 * 45)"),
+        ("First 2. Then 3. The answer is 1,234.", "First 2. Then 3.", "1,234"),
+        ("The answer is $1,234.00.", "", "$1,234.00"),
+        ("Therefore, the answer is 12.5%.", "", "12.5%"),
+        ("It is 4. Wait, the answer is 5. The answer is 6.", "It is 4. Wait, the answer is 5.", "6"),
+        ("so we get \\boxed{42}", "so we get \\boxed{42}", "42"),
+        ("I have no idea", "I have no idea", None),
+    ],
+)
+def test_parse_completion(text, rationale, answer):
+    parsed = parse_completion(text, STOP)
+    assert (parsed.rationale, parsed.answer) == (rationale, answer)
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("1,234", 1234), ("$1,234.00", 1234), ("12.5%", 12.5), ("-3", -3), ("(10 * 45)", 450), ("\\boxed{1234}", 1234),
+     ("( 10.0 * 45.0 )", 450), ("42 apples", 42), ("7.", 7), ("2^3", 8), ("3 ÷ 2", 1.5)],
+)
+def test_to_number(text, value):
+    assert to_number(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["seven", "1 or 2", "", "__import__('os').system('echo hi')"])
+def test_to_number_unreadable(text):
+    assert to_number(text) is None
+
+
+@pytest.mark.parametrize(
+    "pred, gold, verdict",
+    [("7", "7", "correct"), ("7.00001", "7", "correct"), ("8", "7", "wrong"), (None, "7", "unparseable"),
+     ("seven", "7", "unparseable"), ("450", "( 10.0 * 45.0 )", "correct"), ("7", None, "unlabeled")],
+)
+def test_check_numeric_three_outcomes(pred, gold, verdict):
+    assert check_numeric(pred, gold)[0] == verdict
+
+
+@pytest.mark.parametrize("expr, value", [("1 + 2 * 3", 7), ("(1 + 2) * 3", 9), ("-(2 - 5)", 3), ("2 ** 3 ** 2", 512), ("10 / 4", 2.5), (".5 + 1.", 1.5)])
+def test_safe_eval(expr, value):
+    assert safe_eval(expr) == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    ["__import__('os').system('rm -rf /')", "open('x')", "1 if 1 else 2", "[1, 2]", "lambda: 1", "2 ** 1000", "9 ** 9 ** 9", "1 / 0", "(1 + 2", "1 +", "a + 1", "1e308 * 1e308", "(" * 400 + "1" + ")" * 400],
+)
+def test_safe_eval_refuses_hostile_or_bad_input(expr):
+    with pytest.raises(ValueError):
+        safe_eval(expr)

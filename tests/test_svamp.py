@@ -1,0 +1,25 @@
+"""The shared SVAMP data (gold equations + PaLM-540B completions) loads and checks by configuration."""
+
+import json
+
+import pytest
+
+from llmdistill.answers import check_numeric, parse_completion
+from llmdistill.config import DataConfig
+from llmdistill.data import load_problems
+
+from tests.conftest import SHARED
+
+SVAMP = SHARED / "data" / "svamp"
+pytestmark = pytest.mark.skipif(not SVAMP.is_dir(), reason="../shared/data/svamp not present")
+
+
+def test_palm_test_completions_score_about_77_percent():
+    cfg = DataConfig(path=str(SVAMP), train_split="svamp_train", test_split="svamp_test", question_field="input", answer_field="label")
+    problems = load_problems(cfg, "svamp_test")
+    completions = json.loads((SVAMP / "palm" / "test_CoT_0.json").read_text())
+    assert len(problems) == len(completions) == 200
+    verdicts = [check_numeric(parse_completion(c, ["\n\nQ:"]).answer, p.answer)[0] for p, c in zip(problems, completions)]
+    accuracy = verdicts.count("correct") / len(verdicts)
+    assert 0.74 <= accuracy <= 0.80, accuracy
+    assert verdicts.count("unparseable") < 10
