@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -27,19 +28,29 @@ def _setup_logging() -> None:
 def _load(config: Path, overrides: list[str] | None):
     from llmdistill.config import load_config
 
+    _setup_logging()
     return load_config(config, overrides or [])
 
 
-def _stage(stage: str, config: Path, overrides: list[str] | None) -> None:
+@contextmanager
+def _user_errors():
+    """A UserError is one line and exit code 2; Ctrl-C says how to resume."""
     try:
-        _setup_logging()
+        yield
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: rerun the same command to resume", err=True)
+        raise typer.Exit(130)
+
+
+def _stage(stage: str, config: Path, overrides: list[str] | None) -> None:
+    with _user_errors():
         cfg = _load(config, overrides)
         from llmdistill.pipeline import stage_function
 
         stats = stage_function(stage)(cfg)
-    except UserError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
     typer.echo(f"{stage}: done in {stats['seconds']}s -> {cfg.stage_dir(stage)}")
     _print_headline(stage, stats, cfg)
 
@@ -88,16 +99,12 @@ def run(
     force: Annotated[bool, typer.Option(help="Rerun stages even when their output is complete.")] = False,
 ) -> None:
     """All four stages in order, skipping any whose output is complete for this config."""
-    try:
-        _setup_logging()
+    with _user_errors():
         cfg = _load(config, set)
         from llmdistill.pipeline import run as run_pipeline
         from llmdistill.stage import read_stats
 
         done = run_pipeline(cfg, force=force)
-    except UserError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
     for stage, what in done.items():
         typer.echo(f"{stage}: {what} -> {cfg.stage_dir(stage)}")
         _print_headline(stage, read_stats(cfg, stage), cfg)

@@ -123,8 +123,15 @@ class Config(Section):
         return v
 
     def stage_hash(self, stage: str) -> str:
-        """Hash of every section the stage's output depends on (its own and all upstream)."""
-        return hashlib.sha256(json.dumps(self.model_dump(include=set(STAGE_INPUTS[stage])), sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of every setting the stage's output depends on (its own section and all upstream).
+
+        Test-split settings only matter to evaluate: changing them never regenerates traces.
+        """
+        data = self.model_dump(include=set(STAGE_INPUTS[stage]))
+        if stage != "evaluate":
+            for key in ("test_split", "max_test"):
+                data["data"].pop(key)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def stage_dir(self, stage: str) -> Path:
         return Path(self.output_dir) / stage

@@ -30,6 +30,6 @@ def test_quickstart_config_on_the_real_model(smollm2, tmp_path):
     filt = json.loads((tmp_path / "filter" / "stats.json").read_text())
     assert filt["kept"] >= 1 and filt["rows_in"] == 8  # the real teacher solves some of them
     report = json.loads((tmp_path / "evaluate" / "report.json").read_text())["models"]
-    assert report["student_init"]["parameters"] < 0.7 * report["teacher"]["parameters"]  # 15 of 30 layers
+    assert report["student_init"]["parameters"] < 0.8 * report["teacher"]["parameters"]  # 20 of 30 layers
     assert all(m["n"] == 6 and m["correct"] + m["wrong"] + m["unparseable"] == 6 for m in report.values())
     assert report["teacher"]["output_tokens_per_problem"] > 5
