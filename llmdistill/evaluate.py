@@ -12,11 +12,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from llmdistill.answers import check_numeric, parse_completion
-from llmdistill.backends import Backend, SamplingParams, get_backend
+from llmdistill.backends import Backend, Request, SamplingParams, get_backend
 from llmdistill.config import Config
 from llmdistill.data import load_problems
 from llmdistill.jsonl import write_rows
-from llmdistill.prompts import PromptRenderer, load_prompt
+from llmdistill.generate import teacher_backend
+from llmdistill.prompts import build_prompt, load_prompt, wants_chat
 from llmdistill.records import EvalResult, Problem
 from llmdistill.report import write_report
 from llmdistill.stage import StageRun, require_complete
@@ -46,12 +47,13 @@ def disk_size(path: str) -> int | None:
 
 def answer_all(cfg: Config, name: str, backend: Backend, problems: list[Problem]) -> list[EvalResult]:
     template = load_prompt(cfg.data.prompt)
-    render = PromptRenderer(template, backend.tokenizer, cfg.data.num_shots, cfg.data.chat_template)
+    chat = wants_chat(cfg.data.prompt_format, backend.supports_chat)
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.evaluate.max_new_tokens, stop=template.stop)
     results, bs = [], cfg.evaluate.batch_size
     for start in tqdm(range(0, len(problems), bs), desc=f"evaluate {name}", unit="batch"):
         chunk = problems[start : start + bs]
-        outs = backend.generate([render(p.question) for p in chunk], params)
+        requests = [Request(id=p.id, index=start + i, prompt=build_prompt(template, p.question, cfg.data.num_shots, chat)) for i, p in enumerate(chunk)]
+        outs = backend.generate(requests, params)
         for p, (c,) in zip(chunk, outs):
             parsed = parse_completion(c.text, template.stop)
             verdict, _ = check_numeric(parsed.answer, p.answer, cfg.data.tolerance)
@@ -91,12 +93,15 @@ def evaluate(cfg: Config, backends: dict[str, Backend] | None = None) -> dict:
         all_results, models = [], {}
         for name, path in model_paths(cfg).items():
             backend = (backends or {}).get(name)
-            if backend is None:
-                model_cfg = cfg.teacher if name == "teacher" else cfg.teacher.model_copy(update={"backend": "transformers", "model_name_or_path": path})
-                backend = get_backend(model_cfg.backend, **model_cfg.model_dump(exclude={"backend", "batch_size"}), batch_size=cfg.evaluate.batch_size)
+            if backend is None and name == "teacher":
+                backend = teacher_backend(cfg, cfg.data.test_split)
+            elif backend is None:
+                backend = get_backend("transformers", model_name_or_path=path, dtype=cfg.teacher.dtype, device=cfg.teacher.device, batch_size=cfg.evaluate.batch_size)
+            if hasattr(backend, "check_alignment"):
+                backend.check_alignment([p.id for p in problems])
             t0 = time.time()
             results = answer_all(cfg, name, backend, problems)
-            models[name] = {"path": path, **summarize(results, backend.num_parameters(), disk_size(path), time.time() - t0)}
+            models[name] = {"path": path, "backend": backend.name, **summarize(results, backend.num_parameters(), disk_size(path), time.time() - t0)}
             backend.close()
             log.info("%s: accuracy %s on %d problems", name, models[name]["accuracy"], len(results))
             all_results.extend(results)

@@ -1,7 +1,8 @@
 """Stage 1, generate: the teacher writes rationale-plus-answer traces for the train split.
 
-Traces are appended and fsynced batch by batch, so a killed run resumes where it stopped:
-rerunning the same command generates only the missing ``(id, sample)`` pairs.
+Crash-safe and resumable: traces are appended and fsynced batch by batch; a rerun of the same
+command discards a torn last line and generates only the missing ``(id, sample)`` pairs. Each
+request has its own seed, so a resumed run samples what an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -14,20 +15,21 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from llmdistill.backends import Backend, SamplingParams, get_backend
+from llmdistill.backends import Backend, Request, SamplingParams, get_backend, request_seed
 from llmdistill.config import Config
 from llmdistill.data import load_problems
+from llmdistill.filter import check_trace
 from llmdistill.jsonl import RowAppender, recover_rows
-from llmdistill.prompts import PromptRenderer, load_prompt
+from llmdistill.prompts import PromptTemplate, build_prompt, load_prompt, wants_chat
 from llmdistill.records import Problem, Trace
 from llmdistill.stage import StageRun
 
 log = logging.getLogger(__name__)
 
 
-def sampling_params(cfg: Config, stop: list[str]) -> SamplingParams:
-    g = cfg.generate
-    return SamplingParams(n=g.n, temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens, stop=stop, seed=g.seed)
+def teacher_backend(cfg: Config, split: str) -> Backend:
+    t = cfg.teacher
+    return get_backend(t.backend, **t.model_dump(exclude={"backend"}), seed=cfg.generate.seed, split=split)
 
 
 def _resume(path: Path, hash_path: Path, config_hash: str) -> list[Trace]:
@@ -42,58 +44,105 @@ def _resume(path: Path, hash_path: Path, config_hash: str) -> list[Trace]:
     return []
 
 
+class _Writer:
+    """Asks the teacher in batches and appends the new traces, with a progress bar."""
+
+    def __init__(self, cfg: Config, backend: Backend, template: PromptTemplate, out: RowAppender, have: set):
+        self.cfg, self.backend, self.template, self.out, self.have = cfg, backend, template, out, have
+        self.chat = wants_chat(cfg.data.prompt_format, backend.supports_chat)
+        g = cfg.generate
+        self.params = SamplingParams(n=g.n, temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
+                                     stop=template.stop, seed=g.seed, logprobs=g.logprobs)
+        self.tokens_out = 0
+        self.problems_done = 0
+
+    def run(self, problems: list[Problem], index: dict[str, int], first_sample: int = 0, hint: bool = False, desc: str = "generate") -> None:
+        bar = tqdm(total=len(problems), desc=desc, unit="problem")
+        t0, batch = time.time(), self.cfg.teacher.batch_size
+        for start in range(0, len(problems), batch):
+            chunk = problems[start : start + batch]
+            requests = [
+                Request(id=p.id, index=index[p.id], seed=request_seed(self.params.seed + first_sample, p.id),
+                        prompt=build_prompt(self.template, p.question, self.cfg.data.num_shots, self.chat, hint=p.answer if hint else None))
+                for p in chunk
+            ]
+            outs = self.backend.generate(requests, self.params)
+            rows = [
+                Trace(
+                    **p.model_dump(), sample=first_sample + s, prompt=self.backend.prompt_text(r.prompt), completion=c.text,
+                    finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+                    teacher=self.backend.model_name, backend=self.backend.name, template_hash=self.template.hash,
+                    sampling=asdict(self.params), seed=r.seed, created_at=time.time(), rationalized=hint, top_logprobs=c.top_logprobs,
+                )
+                for p, r, completions in zip(chunk, requests, outs)
+                for s, c in enumerate(completions)
+                if (p.id, first_sample + s) not in self.have
+            ]
+            self.out.write(rows)
+            self.have.update(r.key for r in rows)
+            self.tokens_out += sum(r.completion_tokens for r in rows)
+            bar.update(len(chunk))
+            self.problems_done += len(chunk)
+            bar.set_postfix(tok_s=f"{self.tokens_out / max(time.time() - t0, 1e-9):.1f}")
+        bar.close()
+
+
+def _needs_hint(cfg: Config, problems: list[Problem], rows: list[Trace], stop: list[str]) -> list[Problem]:
+    """Labelled problems none of whose first ``n`` samples is correct."""
+    solved = {t.id for t in rows if t.sample < cfg.generate.n and check_trace(t, stop, cfg.data.tolerance).verdict == "correct"}
+    return [p for p in problems if p.answer is not None and p.id not in solved]
+
+
 def generate(cfg: Config, backend: Backend | None = None) -> dict:
     """Run the teacher over the train split; returns the stage stats. ``backend`` is for tests."""
     with StageRun(cfg, "generate") as run:
-        out = run.dir / "traces.jsonl"
-        done = _resume(out, run.dir / ".config_hash", cfg.stage_hash("generate"))
-        have = {t.key for t in done}
-        problems = load_problems(cfg.data, cfg.data.train_split)
-        todo = [p for p in problems if any((p.id, s) not in have for s in range(cfg.generate.n))]
+        path = run.dir / "traces.jsonl"
+        have = {t.key for t in _resume(path, run.dir / ".config_hash", cfg.stage_hash("generate"))}
+        split = cfg.data.train_split
+        problems = load_problems(cfg.data, split)
+        index = {p.id: i for i, p in enumerate(problems)}
         template = load_prompt(cfg.data.prompt)
-        if todo:
-            backend = backend or get_backend(cfg.teacher.backend, **cfg.teacher.model_dump(exclude={"backend"}))
-            _run_teacher(cfg, backend, template, todo, have, out)
-        rows = recover_rows(out, Trace)
-        return run.finish(_summary(rows, problems, time.time() - run.t0))
+        n = cfg.generate.n
+        todo = [p for p in problems if any((p.id, s) not in have for s in range(n))]
+        t0, writer, owned = time.time(), None, backend is None
+        with RowAppender(path) as out:
+
+            def ask(batch: list[Problem], **kw) -> None:
+                nonlocal backend, writer
+                if not batch:
+                    return
+                if writer is None:  # start the engine only when there is something to ask
+                    backend = backend or teacher_backend(cfg, split)
+                    if hasattr(backend, "check_alignment"):
+                        backend.check_alignment([p.id for p in problems])
+                    writer = _Writer(cfg, backend, template, out, have)
+                writer.run(batch, index, **kw)
+
+            ask(todo)
+            if cfg.generate.rationalize:
+                hard = _needs_hint(cfg, problems, recover_rows(path, Trace), template.stop)
+                hard = [p for p in hard if any((p.id, s) not in have for s in range(n, 2 * n))]
+                log.info("rationalizing %d problems with no correct sample", len(hard))
+                ask(hard, first_sample=n, hint=True, desc="rationalize")
+        tokens_out, done = (writer.tokens_out, writer.problems_done) if writer else (0, 0)
+        if owned and backend is not None:
+            backend.close()  # free the engine's memory before the next stage
+        rows = recover_rows(path, Trace)
+        return run.finish(_summary(rows, problems, done, tokens_out, time.time() - t0))
 
 
-def _run_teacher(cfg: Config, backend: Backend, template, todo: list[Problem], have: set, out: Path) -> None:
-    render = PromptRenderer(template, backend.tokenizer, cfg.data.num_shots, cfg.data.chat_template)
-    params = sampling_params(cfg, template.stop)
-    batch = cfg.teacher.batch_size
-    bar = tqdm(total=len(todo), desc="generate", unit="problem")
-    tokens_out, t0 = 0, time.time()
-    with RowAppender(out) as writer:
-        for start in range(0, len(todo), batch):
-            chunk = todo[start : start + batch]
-            prompts = [render(p.question) for p in chunk]
-            # A seed per batch: an uninterrupted run with the same batching is reproducible.
-            outs = backend.generate(prompts, SamplingParams(**{**asdict(params), "seed": params.seed + start}))
-            rows = [
-                Trace(
-                    **p.model_dump(), sample=s, prompt=prompt, completion=c.text, finish_reason=c.finish_reason,
-                    prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, teacher=backend.model_name,
-                    backend=backend.name, template_hash=template.hash, sampling=asdict(params), created_at=time.time(),
-                )
-                for p, prompt, completions in zip(chunk, prompts, outs)
-                for s, c in enumerate(completions)
-                if (p.id, s) not in have
-            ]
-            writer.write(rows)
-            tokens_out += sum(r.completion_tokens for r in rows)
-            bar.update(len(chunk))
-            bar.set_postfix(tok_s=f"{tokens_out / max(time.time() - t0, 1e-9):.1f}")
-    bar.close()
-
-
-def _summary(rows: list[Trace], problems: list[Problem], seconds: float) -> dict:
-    tokens_out = sum(r.completion_tokens for r in rows)
+def _summary(rows: list[Trace], problems: list[Problem], done: int, new_tokens_out: int, seconds: float) -> dict:
+    """Totals over every trace; rates over what this run generated (a resume skips the rest)."""
     return {
         "problems": len(problems),
         "traces": len(rows),
+        "rationalized": sum(r.rationalized for r in rows),
         "prompt_tokens": sum(r.prompt_tokens for r in rows),
-        "completion_tokens": tokens_out,
+        "completion_tokens": sum(r.completion_tokens for r in rows),
         "finish_reasons": dict(Counter(r.finish_reason for r in rows)),
-        "output_tokens_per_s": round(tokens_out / max(seconds, 1e-9), 2),
+        "generation_seconds": round(seconds, 2),
+        "problems_this_run": done,
+        "completion_tokens_this_run": new_tokens_out,
+        "output_tokens_per_s": round(new_tokens_out / seconds, 2) if new_tokens_out else None,
+        "problems_per_s": round(done / seconds, 3) if done else None,
     }

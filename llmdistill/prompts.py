@@ -34,6 +34,7 @@ class PromptTemplate(BaseModel):
     answer_prefix: str = "A:"  # plain-text mode only: the turn marker the model continues after
     answer_format: str = "{rationale} The answer is {answer}."
     stop: list[str] = ["\n\nQ:", "\nQ:"]
+    hint_format: str = "{question}\n(Hint: the answer is {answer}. Explain why.)"
     exemplars: list[Exemplar] = []
 
     @property
@@ -85,28 +86,36 @@ def load_prompt(path: str | Path) -> PromptTemplate:
         raise UserError(f"{path}: invalid prompt file: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
-class PromptRenderer:
-    """Turns questions into the exact strings a given tokenizer's model is fed.
+def wants_chat(prompt_format: str, supports_chat: bool) -> bool:
+    """Whether to send chat messages, given ``data.prompt_format`` and what the backend takes."""
+    if prompt_format == "chat" and not supports_chat:
+        raise UserError("data.prompt_format is 'chat' but the model has no chat template (use 'completion')")
+    return prompt_format == "chat" or (prompt_format == "auto" and supports_chat)
 
-    ``chat_template='auto'`` uses the tokenizer's chat template when it has one; the student
-    shares the teacher's tokenizer, so both see byte-identical prompts.
+
+def build_prompt(template: PromptTemplate, question: str, num_shots: int | None, chat: bool, hint: str | None = None) -> str | list[dict]:
+    """Chat messages or plain text for one question; ``hint`` (a gold answer) is for rationalization."""
+    if hint is not None:
+        question = template.hint_format.format(question=question.strip(), answer=hint)
+    return template.messages(question, num_shots) if chat else template.plain(question, num_shots)
+
+
+class PromptRenderer:
+    """Turns questions into the exact text a given tokenizer's model is fed (for training).
+
+    The student shares the teacher's prompt file and, when pruned, its tokenizer, so training
+    and evaluation prompts are byte-identical.
     """
 
-    def __init__(self, template: PromptTemplate, tokenizer, num_shots: int | None, chat_template: str = "auto"):
-        self.template = template
-        self.tokenizer = tokenizer
-        self.num_shots = num_shots
-        has_template = bool(getattr(tokenizer, "chat_template", None))
-        if chat_template == "always" and not has_template:
-            raise UserError("data.chat_template is 'always' but the tokenizer has no chat template")
-        self.use_chat = chat_template == "always" or (chat_template == "auto" and has_template)
+    def __init__(self, template: PromptTemplate, tokenizer, num_shots: int | None, prompt_format: str = "auto"):
+        self.template, self.tokenizer, self.num_shots = template, tokenizer, num_shots
+        self.use_chat = wants_chat(prompt_format, bool(getattr(tokenizer, "chat_template", None)))
 
     def __call__(self, question: str) -> str:
-        if self.use_chat:
-            return self.tokenizer.apply_chat_template(
-                self.template.messages(question, self.num_shots), tokenize=False, add_generation_prompt=True
-            )
-        return self.template.plain(question, self.num_shots)
+        prompt = build_prompt(self.template, question, self.num_shots, self.use_chat)
+        if isinstance(prompt, str):
+            return prompt
+        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
     @property
     def completion_prefix(self) -> str:

@@ -30,14 +30,17 @@ class Trace(Problem):
     sample: int = 0
     prompt: str
     completion: str
-    finish_reason: Literal["stop", "length"] = "stop"
+    finish_reason: Literal["stop", "length", "unknown"] = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
     teacher: str = ""
     backend: str = ""
     template_hash: str = ""
     sampling: dict = Field(default_factory=dict)
+    seed: int = 0
     created_at: float = 0.0
+    rationalized: bool = False  # generated with the gold answer as a hint (STaR)
+    top_logprobs: list | None = None  # per generated token: [[token, logprob], ...] (teacher top-k)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -73,7 +76,7 @@ class EvalResult(Row):
     output: str
     pred: str | None
     verdict: Literal["correct", "wrong", "unparseable", "unlabeled"]
-    finish_reason: Literal["stop", "length"] = "stop"
+    finish_reason: Literal["stop", "length", "unknown"] = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0

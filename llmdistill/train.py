@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def build_examples(cfg: Config, traces: list[FilteredTrace], tokenizer) -> list[TrainExample]:
     template = load_prompt(cfg.data.prompt)
-    render = PromptRenderer(template, tokenizer, cfg.data.num_shots, cfg.data.chat_template)
+    render = PromptRenderer(template, tokenizer, cfg.data.num_shots, cfg.data.prompt_format)
     return [
         TrainExample(id=t.id, sample=t.sample, prompt=render(t.question), completion=render.completion_prefix + template.answer_text(t.rationale or "", t.pred or ""))
         for t in traces

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmdistill.backends import BACKENDS, Completion, SamplingParams
+from llmdistill.backends import BACKENDS, Completion, Request, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -65,20 +65,31 @@ class ScriptedBackend:
     FAIL_AFTER: int | None = None
     calls = 0
 
+    supports_chat = True
+
     def __init__(self, model_name_or_path: str, **_):
         from llmdistill.backends.hf import load_tokenizer
 
         self.model_name = model_name_or_path
         self.tokenizer = load_tokenizer(model_name_or_path)
 
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+    def prompt_text(self, prompt) -> str:
+        from llmdistill.backends.hf import chat_text
+
+        return chat_text(self.tokenizer, prompt)
+
+    def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
         type(self).calls += 1
         if self.FAIL_AFTER is not None and self.calls > self.FAIL_AFTER:
             raise KeyboardInterrupt("simulated crash")
         out = []
-        for prompt in prompts:
+        for r in requests:
+            prompt = self.prompt_text(r.prompt)
             question = re.findall(r"Q: (.*?)(?:<\|im_end\|>|\n|$)", prompt)[-1]
             texts = self.SCRIPT.get(question, ["I think so. The answer is -1."])
+            hint = re.search(r"\(Hint: the answer is (.*?)\. Explain why\.\)", prompt)
+            if hint:  # a rationalization request: justify the given answer
+                texts = [f"Working back from the hint gives {hint.group(1)}. The answer is {hint.group(1)}."]
             out.append([Completion(text=texts[s % len(texts)], finish_reason="stop", prompt_tokens=len(prompt) // 4, completion_tokens=12) for s in range(params.n)])
         return out
 

@@ -45,17 +45,37 @@ def test_changed_config_starts_afresh(make_config, scripted):
 
 
 def test_transformers_backend_generates_n_samples(tiny_model):
-    from llmdistill.backends import SamplingParams
+    from llmdistill.backends import Request, SamplingParams
     from llmdistill.backends.hf import TransformersBackend
 
     backend = TransformersBackend(tiny_model, batch_size=2)
-    out = backend.generate(["Q: a?", "Q: bb?", "Q: ccc?"], SamplingParams(n=2, temperature=1.0, max_new_tokens=5, seed=1))
+    requests = [Request(id=q, index=i, prompt=f"Q: {q}?", seed=i) for i, q in enumerate(["a", "bb", "ccc"])]
+    out = backend.generate(requests, SamplingParams(n=2, temperature=1.0, max_new_tokens=5))
     assert [len(o) for o in out] == [2, 2, 2]
     for completions in out:
         for c in completions:
             assert 1 <= c.completion_tokens <= 5 and c.prompt_tokens > 0 and c.finish_reason in ("stop", "length")
             assert c.finish_reason == "stop" or c.completion_tokens == 5
-    again = backend.generate(["Q: a?", "Q: bb?", "Q: ccc?"], SamplingParams(n=2, temperature=1.0, max_new_tokens=5, seed=1))
-    assert [[c.text for c in o] for o in out] == [[c.text for c in o] for o in again]
-    greedy = backend.generate(["Q: a?"], SamplingParams(max_new_tokens=4))
-    assert len(greedy[0]) == 1
+    again = backend.generate(requests[::-1], SamplingParams(n=2, temperature=1.0, max_new_tokens=5))[::-1]
+    assert [[c.text for c in o] for o in out] == [[c.text for c in o] for o in again]  # per-request seeds
+    [[greedy]] = backend.generate([Request(id="a", index=0, prompt=[{"role": "user", "content": "Q: a?"}])], SamplingParams(max_new_tokens=4, logprobs=3))
+    assert len(greedy.top_logprobs) == greedy.completion_tokens and len(greedy.top_logprobs[0]) == 3
+    assert greedy.top_logprobs[0][0][1] >= greedy.top_logprobs[0][1][1]
+
+
+def test_rationalization_asks_again_with_the_gold_answer_where_no_sample_was_correct(make_config, scripted):
+    scripted.SCRIPT = correct_script(4)  # problems 4 and 5 are answered wrongly
+    cfg = load_config(make_config(generate={"rationalize": True}))
+    stats = generate(cfg)
+    rows = read_rows(cfg.stage_dir("generate") / "traces.jsonl", Trace)
+    hinted = [r for r in rows if r.rationalized]
+    assert stats["rationalized"] == 2 and sorted(r.id for r in hinted) == ["tr4", "tr5"]
+    assert all(r.sample == 1 and "Hint: the answer is" in r.prompt for r in hinted)
+    assert hinted[0].completion.endswith("The answer is 6.")
+    from llmdistill.filter import filter_traces
+
+    fstats = filter_traces(cfg)
+    assert fstats["kept"] == 6 and fstats["rejected"] == 2  # 4 direct + 2 rationalized kept; 2 wrong first tries
+    calls = scripted.calls
+    generate(cfg)  # rerun: nothing left to ask
+    assert scripted.calls == calls

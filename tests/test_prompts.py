@@ -28,7 +28,7 @@ def test_renderer_uses_the_tokenizer_chat_template():
     tok.chat_template = None
     assert not PromptRenderer(load_prompt(PROMPT), tok, num_shots=0).use_chat
     with pytest.raises(UserError, match="no chat template"):
-        PromptRenderer(load_prompt(PROMPT), tok, num_shots=0, chat_template="always")
+        PromptRenderer(load_prompt(PROMPT), tok, num_shots=0, prompt_format="chat")
 
 
 def test_template_hash_changes_with_content():

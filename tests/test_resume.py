@@ -1,0 +1,61 @@
+"""Killing `llmdistill generate` with SIGKILL at any moment and rerunning it gives the same traces."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from llmdistill.jsonl import read_rows
+from llmdistill.records import Trace
+
+from tests.conftest import ROOT, write_jsonl
+
+
+def _config(tmp_path, tiny_model, out: str):
+    problems = [{"id": f"p{i:02d}", "question": f"Tom has {i} pens and gets 3 more. How many pens?", "answer": str(i + 3)} for i in range(30)]
+    write_jsonl(tmp_path / "data" / "train.jsonl", problems)
+    cfg = {
+        "output_dir": str(tmp_path / out),
+        "data": {"path": str(tmp_path / "data"), "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml"), "num_shots": 1},
+        "teacher": {"model_name_or_path": tiny_model, "backend": "transformers", "batch_size": 2},
+        "generate": {"n": 2, "temperature": 1.0, "max_new_tokens": 24, "seed": 7},
+    }
+    path = tmp_path / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _generate(path, **kw):
+    return subprocess.Popen([sys.executable, "-m", "llmdistill.cli", "generate", str(path)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+
+
+def _traces(path):
+    return sorted((t.id, t.sample, t.completion) for t in read_rows(path, Trace))
+
+
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_model):
+    killed = _config(tmp_path, tiny_model, "killed")
+    traces = tmp_path / "killed" / "generate" / "traces.jsonl"
+    proc = _generate(killed)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if traces.exists() and traces.read_bytes().count(b"\n") >= 10:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "generation finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = traces.read_bytes().count(b"\n")
+    assert 10 <= partial < 60 and not (tmp_path / "killed" / "generate" / "stats.json").exists()
+
+    assert _generate(killed).wait(timeout=300) == 0
+    clean = _config(tmp_path, tiny_model, "clean")
+    assert _generate(clean).wait(timeout=300) == 0
+
+    resumed = _traces(traces)
+    assert len(resumed) == 60 and len({(i, s) for i, s, _ in resumed}) == 60  # no duplicate, none missing
+    assert resumed == _traces(tmp_path / "clean" / "generate" / "traces.jsonl")

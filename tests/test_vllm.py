@@ -1,0 +1,102 @@
+"""The vLLM backends on a tiny local model: in-process `vllm.LLM`, and a real `vllm serve`
+(OpenAI-compatible) server on 127.0.0.1. Slow: each engine takes about a minute to start on CPU."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from llmdistill.backends import Request, SamplingParams
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("vllm")
+
+
+@pytest.fixture(scope="module")
+def vllm_model(tmp_path_factory) -> str:
+    """A tiny Llama whose head size (64) vLLM's CPU attention kernels support."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.conftest import build_tokenizer
+
+    out = tmp_path_factory.mktemp("vllm-tiny")
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+        max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def _requests():
+    return [Request(id=f"p{i}", index=i, prompt=[{"role": "user", "content": f"Q: how many {i}?"}], seed=100 + i) for i in range(3)]
+
+
+def test_in_process_engine(vllm_model):
+    from llmdistill.backends.vllm import VLLMBackend
+
+    backend = VLLMBackend(vllm_model, dtype="float32", max_model_len=1024, enable_prefix_caching=True)
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6, stop=["\nQ:"], logprobs=3)
+    out = backend.generate(_requests(), params)
+    assert [len(o) for o in out] == [2, 2, 2]
+    c = out[0][0]
+    assert c.prompt_tokens > 5 and 1 <= c.completion_tokens <= 6 and c.finish_reason in ("stop", "length")
+    assert len(c.top_logprobs) == c.completion_tokens and len(c.top_logprobs[0]) == 3
+    assert isinstance(c.top_logprobs[0][0][0], int) and c.top_logprobs[0][0][1] >= c.top_logprobs[0][2][1]
+    # Per-request seeds: the same problem samples the same text whatever its batch and order.
+    again = backend.generate(_requests()[::-1], params)[::-1]
+    assert [[x.text for x in o] for o in out] == [[x.text for x in o] for o in again]
+    long = backend.generate(_requests()[:1], SamplingParams(max_new_tokens=4))
+    assert long[0][0].finish_reason in ("stop", "length") and long[0][0].completion_tokens <= 4
+    backend.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_vllm_serve_openai_server(vllm_model, tmp_path):
+    from llmdistill.backends.openai import OpenAIBackend
+
+    port = _free_port()
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", f"0-{os.cpu_count() - 1}"),
+           "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", vllm_model, "--served-model-name", "tiny",
+         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "1024", "--gpu-memory-utilization", "0.3"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(2)
+        else:
+            pytest.fail("vllm server did not start in 300 s")
+        backend = OpenAIBackend("tiny", base_url=f"http://127.0.0.1:{port}/v1", api="chat", concurrency=2, max_retries=1)
+        out = backend.generate(_requests(), SamplingParams(n=2, temperature=1.0, max_new_tokens=5, logprobs=2))
+        assert [len(o) for o in out] == [2, 2, 2]
+        c = out[0][0]
+        assert c.prompt_tokens > 5 and c.finish_reason in ("stop", "length") and len(c.top_logprobs[0]) == 2
+        completions = OpenAIBackend("tiny", base_url=f"http://127.0.0.1:{port}/v1", api="completions", max_retries=1)
+        [[p]] = completions.generate([Request(id="x", index=0, prompt="Q: one?\nA:")], SamplingParams(max_new_tokens=5, logprobs=2))
+        assert p.completion_tokens >= 1 and len(p.top_logprobs[0]) == 2
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
