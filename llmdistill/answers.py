@@ -1,12 +1,10 @@
 """Split a completion into rationale and answer, read the answer as a number, check it.
 
-Every check has three outcomes -- correct, wrong, unparseable -- and keeps its reason, so an
-answer the checker cannot read is never silently counted as wrong.
+Checking against gold lives in ``tasks`` (one checker per answer type); this module only reads.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -40,25 +38,42 @@ def cut_at_stop(text: str, stop: list[str]) -> str:
     return text[:cut]
 
 
-def parse_completion(text: str, stop: list[str]) -> Parsed:
+def parse_completion(text: str, stop: list[str], answer_regex: str | None = None) -> Parsed:
+    """Rationale and answer of a completion; ``answer_regex`` (group 1: the answer) replaces the
+    default 'The answer is ...' reading, e.g. ``'####\\s*(.+)'`` for GSM8K-style outputs."""
     text = cut_at_stop(text, stop).strip()
-    boxed = _BOXED.findall(text)
-    matches = list(_ANSWER_IS.finditer(text))
-    if matches:
-        m = matches[-1]
+    if answer_regex:
+        found = list(re.finditer(answer_regex, text))
+        if found:
+            return Parsed(rationale=text[: found[-1].start()].strip(), answer=found[-1].group(1).strip())
+        return Parsed(rationale=text, answer=None, reason=f"no match for data.answer_regex {answer_regex!r}")
+    # The regex only runs from a little before the last "answer is" (a fast C search), so long
+    # rationales are not scanned position by position.
+    last = text.lower().rfind("answer is")
+    m = None
+    if last != -1:
+        start = max(0, last - 40)
+        m = next(reversed([*_ANSWER_IS.finditer(text, start)]), None)
+    if m:
         return Parsed(rationale=text[: m.start()].strip(), answer=m.group(1).strip())
+    boxed = _BOXED.findall(text) if "\\boxed" in text else []
     if boxed:
         return Parsed(rationale=text, answer=boxed[-1].strip())
     return Parsed(rationale=text, answer=None, reason="no 'The answer is ...' in the completion")
 
 
+_PLAIN = re.compile(r"-?\d+(?:\.\d+)?")
+
+
 def to_number(answer: str) -> float | None:
     """Read a model's or dataset's answer: '1,234', '$1,234.00', '12.5%', '\\boxed{12}', '(10 * 45)'."""
     s = answer.strip()
-    boxed = _BOXED.findall(s)
-    if boxed:
-        s = boxed[-1]
+    if "boxed" in s:
+        boxed = _BOXED.findall(s)
+        s = boxed[-1] if boxed else s
     s = s.replace("$", "").replace(",", "").replace("%", "").strip().rstrip(".")
+    if _PLAIN.fullmatch(s):  # the common case, without the expression parser
+        return float(s)
     s = s.replace("×", "*").replace("÷", "/")
     try:
         return safe_eval(s)
@@ -68,19 +83,3 @@ def to_number(answer: str) -> float | None:
     if len(nums) == 1:  # "42 apples", "x = 42"
         return float(nums[0].replace(",", ""))
     return None
-
-
-def check_numeric(pred: str | None, gold: str | None, tolerance: float = 1e-4) -> tuple[Verdict, str]:
-    if gold is None:
-        return "unlabeled", "no gold answer"
-    gold_value = to_number(gold)
-    if gold_value is None:
-        raise ValueError(f"gold answer {gold!r} is not a number or arithmetic expression")
-    if pred is None:
-        return "unparseable", "no answer"
-    value = to_number(pred)
-    if value is None:
-        return "unparseable", f"answer {pred[:60]!r} is not a number"
-    if math.isclose(value, gold_value, rel_tol=tolerance, abs_tol=tolerance):
-        return "correct", f"{value:g} == {gold_value:g}"
-    return "wrong", f"{value:g} != {gold_value:g}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -30,8 +31,16 @@ class DataConfig(Section):
     test_split: str = "test"
     id_field: str | None = "id"  # missing field -> "<split>-<row index>"
     question_field: str = "question"
+    # Compose the question from several fields instead, e.g. "Premise: {premise}\nHypothesis: {hypothesis}"
+    question_format: str | None = None
     answer_field: str = "answer"
-    answer_type: Literal["numeric"] = "numeric"
+    # numeric: a number or equation (GSM8K "#### 72" and SVAMP "( 10.0 * 45.0 )" included);
+    # choice: a letter or choice text, with choices_field; label: a name or index into labels.
+    answer_type: Literal["numeric", "choice", "label"] = "numeric"
+    choices_field: str | None = None  # a list of strings, or {"label": [...], "text": [...]}
+    labels: list[str] | None = None
+    gold_regex: str | None = None  # a regex whose group 1 is the gold answer inside answer_field
+    answer_regex: str | None = None  # a regex whose group 1 is the model's answer (default: "The answer is ...")
     tolerance: float = 1e-4
     max_train: int | None = Field(default=None, ge=1)
     max_test: int | None = Field(default=None, ge=1)
@@ -40,6 +49,23 @@ class DataConfig(Section):
     # chat: messages through the model's chat template (or the server's); completion: plain Q:/A:
     # text; auto: chat when the backend can take chat messages.
     prompt_format: Literal["auto", "chat", "completion"] = "auto"
+
+
+    @model_validator(mode="after")
+    def _task_fields(self):
+        if self.answer_type == "choice" and not self.choices_field:
+            raise ValueError("data.answer_type 'choice' needs data.choices_field")
+        if self.answer_type == "label" and not self.labels:
+            raise ValueError("data.answer_type 'label' needs data.labels")
+        for name in ("gold_regex", "answer_regex"):
+            pattern = getattr(self, name)
+            if pattern is not None:
+                try:
+                    if re.compile(pattern).groups < 1:
+                        raise ValueError(f"data.{name} needs a capturing group")
+                except re.error as e:
+                    raise ValueError(f"data.{name} is not a valid regex: {e}") from None
+        return self
 
 
 class ModelConfig(Section):
@@ -96,9 +122,75 @@ class GenerateConfig(Section):
         return self
 
 
+class Toggle(Section):
+    enabled: bool = True
+
+
+class VoteConfig(Section):
+    enabled: bool = False
+    min_agreement: float = Field(default=0.0, ge=0, le=1)  # drop problems whose majority share is lower
+
+
+class LengthConfig(Section):
+    enabled: bool = True
+    min_words: int = Field(default=1, ge=0)  # rationale length bounds, in words
+    max_words: int = Field(default=2048, ge=1)
+
+
+class DegenerateConfig(Section):
+    enabled: bool = True
+    ngram: int = Field(default=4, ge=1)
+    max_repeated_ngram_fraction: float = Field(default=0.5, gt=0, le=1)  # share of word n-grams that repeat
+    max_line_repeats: int = Field(default=3, ge=1)  # the same non-empty line this many times
+
+
+class NearDedupConfig(Section):
+    enabled: bool = True
+    threshold: float = Field(default=0.8, gt=0, le=1)  # estimated Jaccard similarity of word shingles
+    shingle: int = Field(default=5, ge=1)  # words per shingle
+    num_perm: int = Field(default=128, ge=16)
+    seed: int = 0
+
+
+class DecontaminateConfig(Section):
+    enabled: bool = True
+    ngram: int = Field(default=8, ge=1)  # words
+    eval_sets: list[str] = []  # files (JSON/JSONL/CSV/Parquet) whose question_field texts must not leak
+    include_test_split: bool = True  # the run's own test split is always an evaluation set
+
+
+class SelectConfig(Section):
+    enabled: bool = False
+    max_per_problem: int = Field(default=1, ge=1)
+    strategy: Literal["shortest", "distinct", "first"] = "shortest"
+
+
+FILTERS = ["truncated", "parse", "correct", "vote", "length", "degenerate", "dedup_exact", "dedup_near", "decontaminate", "select"]
+
+
 class FilterConfig(Section):
-    require_correct: bool = True
-    drop_truncated: bool = True
+    """Each filter has its own section; ``order`` says which run, in which order."""
+
+    order: list[Literal[tuple(FILTERS)]] = FILTERS
+    truncated: Toggle = Toggle()
+    correct: Toggle = Toggle()  # labelled data: keep traces whose answer matches the gold answer
+    vote: VoteConfig = VoteConfig()
+    length: LengthConfig = LengthConfig()
+    degenerate: DegenerateConfig = DegenerateConfig()
+    dedup_exact: Toggle = Toggle()
+    dedup_near: NearDedupConfig = NearDedupConfig()
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
+    select: SelectConfig = SelectConfig()
+    keep_rationalized: bool = True  # keep correct traces that were written with the gold answer as a hint
+
+    @field_validator("order")
+    @classmethod
+    def _order(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"filter.order lists a filter twice: {v}")
+        if "parse" not in v:
+            raise ValueError("filter.order must include 'parse': every later filter needs a parsed answer")
+        return v
 
 
 class StudentConfig(Section):

@@ -14,6 +14,7 @@ from pathlib import Path
 from llmdistill.config import DataConfig
 from llmdistill.errors import UserError
 from llmdistill.records import Problem
+from llmdistill.tasks import make_problem, question_text
 
 log = logging.getLogger(__name__)
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -73,15 +74,27 @@ def load_problems(cfg: DataConfig, split: str) -> list[Problem]:
     limit = cfg.max_train if split == cfg.train_split else cfg.max_test if split == cfg.test_split else None
     rows = rows[:limit] if limit else rows
     problems, seen = [], set()
+    needed = [f for f in (None if cfg.question_format else cfg.question_field, cfg.answer_field, cfg.choices_field) if f]
     for i, row in enumerate(rows):
-        for field in (cfg.question_field, cfg.answer_field):
+        for field in needed:
             if field not in row:
                 raise UserError(f"{cfg.path} ({split}) row {i}: no field '{field}' (fields: {', '.join(row)})")
         pid = str(row[cfg.id_field]) if cfg.id_field and cfg.id_field in row else f"{split}-{i}"
         if pid in seen:
             raise UserError(f"{cfg.path} ({split}): duplicate id {pid!r}")
         seen.add(pid)
-        answer = row[cfg.answer_field]
-        problems.append(Problem(id=pid, question=str(row[cfg.question_field]), answer=None if answer is None else str(answer), split=split))
+        try:
+            problems.append(make_problem(row, cfg, pid, split))
+        except UserError as e:
+            raise UserError(f"{cfg.path} ({split}) row {i}: {e}") from None
     log.info("loaded %d %s problems from %s", len(problems), split, cfg.path)
     return problems
+
+
+def load_question_texts(path: str, cfg: DataConfig) -> list[str]:
+    """The question texts of an evaluation file (for decontamination), read with the run's fields."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{path}: evaluation set for decontamination not found")
+    rows = _read_local(p)
+    return [question_text(r, cfg, None) for r in rows]

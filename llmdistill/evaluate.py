@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from llmdistill.answers import check_numeric, parse_completion
+from llmdistill.answers import parse_completion
 from llmdistill.backends import Backend, Request, SamplingParams, get_backend
 from llmdistill.config import Config
 from llmdistill.data import load_problems
@@ -22,6 +22,7 @@ from llmdistill.records import EvalResult, Problem
 from llmdistill.report import write_report
 from llmdistill.stage import StageRun, require_complete
 from llmdistill.student import materialize_student
+from llmdistill.tasks import check_answer
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ def answer_all(cfg: Config, name: str, backend: Backend, problems: list[Problem]
         requests = [Request(id=p.id, index=start + i, prompt=build_prompt(template, p.question, cfg.data.num_shots, chat)) for i, p in enumerate(chunk)]
         outs = backend.generate(requests, params)
         for p, (c,) in zip(chunk, outs):
-            parsed = parse_completion(c.text, template.stop)
-            verdict, _ = check_numeric(parsed.answer, p.answer, cfg.data.tolerance)
+            parsed = parse_completion(c.text, template.stop, cfg.data.answer_regex)
+            verdict, _, _ = check_answer(parsed.answer, p, cfg.data)
             results.append(EvalResult(
                 id=p.id, model=name, question=p.question, gold=p.answer, output=c.text, pred=parsed.answer, verdict=verdict,
                 finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, latency_s=c.latency_s,

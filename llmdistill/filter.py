@@ -1,89 +1,106 @@
-"""Stage 2, filter: parse each trace into rationale and answer, check it, keep the clean ones.
+"""Stage 2, filter: parse each trace into rationale and answer, check it, and clean the set.
 
-Filters run in order; the first one that rejects a row names itself and its reason in
-``rejected.jsonl``. Rows in = rows kept + rows rejected, and ``stats.json`` has the funnel.
+Filters run in ``filter.order``; the first one that rejects a row names itself and its reason
+in ``rejected.jsonl``. Rows in = rows kept + rows rejected, always, and ``stats.json`` has the
+funnel (rows in and out of each filter) and the teacher's accuracy on the split.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from typing import Callable
+import time
+from collections import Counter, defaultdict
 
-from llmdistill.answers import check_numeric, parse_completion
-from llmdistill.config import Config
+from llmdistill.answers import parse_completion
+from llmdistill.config import Config, DataConfig
+from llmdistill.filters import FILTER_FUNCTIONS, enabled
 from llmdistill.jsonl import iter_rows, write_rows
 from llmdistill.prompts import load_prompt
-from llmdistill.records import FilteredTrace, Trace
+from llmdistill.records import FilteredTrace, Trace, extend_row
 from llmdistill.stage import StageRun, require_complete
+from llmdistill.tasks import check_answer
 
 log = logging.getLogger(__name__)
 
-# A filter returns a reason to reject the row, or None to keep it.
-Filter = Callable[[FilteredTrace], "str | None"]
+
+def check_trace(trace: Trace, stop: list[str], data: DataConfig) -> FilteredTrace:
+    """Parse and check one trace with the task's checker; the verdict's reason is kept."""
+    parsed = parse_completion(trace.completion, stop, data.answer_regex)
+    if parsed.answer is None:
+        verdict, reason, key = ("unlabeled" if trace.answer is None else "unparseable"), parsed.reason, None
+    else:
+        verdict, reason, key = check_answer(parsed.answer, trace, data)  # a Trace is a Problem
+    # Validated rows in, fields we computed added: no need to validate again (this runs per trace).
+    return extend_row(
+        FilteredTrace, trace, rationale=parsed.rationale, pred=parsed.answer, answer_key=key, verdict=verdict,
+        majority=None, agreement=None, rejected_by=None, reason=reason,
+    )
 
 
-def _truncated(row: FilteredTrace) -> str | None:
-    return "generation hit max_new_tokens (finish_reason=length)" if row.finish_reason == "length" else None
+def run_filters(rows: list[FilteredTrace], cfg: Config) -> tuple[list[FilteredTrace], list[FilteredTrace], dict]:
+    """(kept, rejected, funnel); each rejected row carries the filter's name and reason."""
+    kept, rejected, funnel = rows, [], {}
+    for name in cfg.filter.order:
+        if not enabled(cfg, name):
+            continue
+        t0 = time.perf_counter()
+        reasons = FILTER_FUNCTIONS[name](kept, cfg)
+        survivors = []
+        for row, why in zip(kept, reasons, strict=True):
+            if why is None:
+                survivors.append(row)
+            else:
+                row.rejected_by, row.reason = name, why
+                rejected.append(row)
+        funnel[name] = {"in": len(kept), "out": len(survivors), "seconds": round(time.perf_counter() - t0, 3)}
+        kept = survivors
+    return kept, rejected, funnel
 
 
-def _parse(row: FilteredTrace) -> str | None:
-    return row.reason if row.verdict == "unparseable" else None
-
-
-def _correct(row: FilteredTrace) -> str | None:
-    return f"wrong answer: {row.reason}" if row.verdict == "wrong" else None
-
-
-def build_filters(cfg: Config) -> list[tuple[str, Filter]]:
-    filters: list[tuple[str, Filter]] = []
-    if cfg.filter.drop_truncated:
-        filters.append(("truncated", _truncated))
-    filters.append(("parse", _parse))
-    if cfg.filter.require_correct:
-        filters.append(("correct", _correct))
-    return filters
-
-
-def check_trace(trace: Trace, stop: list[str], tolerance: float) -> FilteredTrace:
-    """Parse and check one trace; the verdict's reason is kept for the rejected file."""
-    parsed = parse_completion(trace.completion, stop)
-    verdict, reason = ("unparseable", parsed.reason) if parsed.answer is None else check_numeric(parsed.answer, trace.answer, tolerance)
-    return FilteredTrace(**trace.model_dump(), rationale=parsed.rationale, pred=parsed.answer, verdict=verdict, reason=reason)
+def teacher_accuracy(rows: list[FilteredTrace]) -> dict:
+    """Per-trace accuracy, and per problem: first sample, majority vote, any sample (pass@n)."""
+    labelled = [r for r in rows if r.verdict != "unlabeled"]
+    if not labelled:
+        return {"traces": None}
+    groups: dict[str, list[FilteredTrace]] = defaultdict(list)
+    for r in labelled:
+        groups[r.id].append(r)
+    first = sum(min(g, key=lambda r: r.sample).verdict == "correct" for g in groups.values())
+    anyc = sum(any(r.verdict == "correct" for r in g) for g in groups.values())
+    maj = 0
+    for g in groups.values():
+        counts = Counter(r.answer_key for r in g if r.answer_key is not None)
+        if counts:
+            top = counts.most_common(1)[0][0]
+            maj += any(r.answer_key == top and r.verdict == "correct" for r in g)
+    n = len(groups)
+    return {
+        "traces": round(sum(r.verdict == "correct" for r in labelled) / len(labelled), 4),
+        "problems": n, "first_sample": round(first / n, 4), "majority_vote": round(maj / n, 4), "any_sample": round(anyc / n, 4),
+    }
 
 
 def filter_traces(cfg: Config) -> dict:
     require_complete(cfg, "generate")
     with StageRun(cfg, "filter") as run:
         stop = load_prompt(cfg.data.prompt).stop
-        filters = build_filters(cfg)
-        kept, rejected = [], []
-        funnel = {name: {"in": 0, "out": 0} for name, _ in filters}
-        verdicts: Counter = Counter()
-        for trace in iter_rows(cfg.stage_dir("generate") / "traces.jsonl", Trace):
-            row = check_trace(trace, stop, cfg.data.tolerance)
-            verdicts[row.verdict] += 1
-            for name, fn in filters:
-                funnel[name]["in"] += 1
-                why = fn(row)
-                if why is not None:
-                    rejected.append(row.model_copy(update={"rejected_by": name, "reason": why}))
-                    break
-                funnel[name]["out"] += 1
-            else:
-                kept.append(row)
+        rows = [check_trace(t, stop, cfg.data) for t in iter_rows(cfg.stage_dir("generate") / "traces.jsonl", Trace)]
+        accuracy = teacher_accuracy([r for r in rows if not r.rationalized])
+        kept, rejected, funnel = run_filters(rows, cfg)
+        assert len(kept) + len(rejected) == len(rows)
         write_rows(run.dir / "kept.jsonl", kept)
         write_rows(run.dir / "rejected.jsonl", rejected)
-        total = len(kept) + len(rejected)
-        labelled = total - verdicts["unlabeled"]
         stats = {
-            "rows_in": total,
+            "rows_in": len(rows),
             "kept": len(kept),
             "rejected": len(rejected),
             "rejected_by": dict(Counter(r.rejected_by for r in rejected)),
             "funnel": funnel,
-            "verdicts": dict(verdicts),
-            "teacher_accuracy": round(verdicts["correct"] / labelled, 4) if labelled else None,
+            "verdicts": dict(Counter(r.verdict for r in rows)),
+            "teacher_accuracy": accuracy["traces"],
+            "teacher_accuracy_detail": accuracy,
+            "kept_problems": len({r.id for r in kept}),
+            "kept_rationalized": sum(r.rationalized for r in kept),
         }
-        log.info("filter kept %d of %d traces (teacher accuracy %s)", len(kept), total, stats["teacher_accuracy"])
+        log.info("filter kept %d of %d traces (teacher accuracy %s)", len(kept), len(rows), accuracy["traces"])
         return run.finish(stats)

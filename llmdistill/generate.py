@@ -89,7 +89,7 @@ class _Writer:
 
 def _needs_hint(cfg: Config, problems: list[Problem], rows: list[Trace], stop: list[str]) -> list[Problem]:
     """Labelled problems none of whose first ``n`` samples is correct."""
-    solved = {t.id for t in rows if t.sample < cfg.generate.n and check_trace(t, stop, cfg.data.tolerance).verdict == "correct"}
+    solved = {t.id for t in rows if t.sample < cfg.generate.n and check_trace(t, stop, cfg.data).verdict == "correct"}
     return [p for p in problems if p.answer is not None and p.id not in solved]
 
 

@@ -20,7 +20,8 @@ class Problem(Row):
 
     id: str
     question: str
-    answer: str | None = None
+    answer: str | None = None  # gold, normalized: a number/equation, a choice letter, or a label name
+    choices: list[str] | None = None
     split: str = "train"
 
 
@@ -51,10 +52,28 @@ class FilteredTrace(Trace):
     """A trace after parsing and checking; rejected rows carry the filter and its reason."""
 
     rationale: str | None = None
-    pred: str | None = None
+    pred: str | None = None  # the answer as written
+    answer_key: str | None = None  # the answer normalized (number, letter, label), for voting
     verdict: Literal["correct", "wrong", "unparseable", "unlabeled"] = "unparseable"
+    majority: str | None = None  # vote: the problem's majority answer and its share of the samples
+    agreement: float | None = None
     rejected_by: str | None = None
     reason: str | None = None
+
+
+def extend_row(cls: type[Row], base: Row, **fields) -> Row:
+    """``cls`` (a subclass of ``base``'s schema) from a validated row plus computed fields.
+
+    The same object ``cls.model_construct(**base.__dict__, **fields)`` builds, at a tenth of its
+    cost: the filter stage makes one per trace. ``fields`` must be exactly the fields ``cls`` adds.
+    """
+    values = {**base.__dict__, **fields}
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
 
 
 class TrainExample(Row):

@@ -1,6 +1,6 @@
 import pytest
 
-from llmdistill.answers import check_numeric, parse_completion, to_number
+from llmdistill.answers import parse_completion, to_number
 from llmdistill.arith import safe_eval
 
 STOP = ["\n\nQ:", "\nQ:"]
@@ -36,15 +36,6 @@ def test_to_number(text, value):
 @pytest.mark.parametrize("text", ["seven", "1 or 2", "", "__import__('os').system('echo hi')"])
 def test_to_number_unreadable(text):
     assert to_number(text) is None
-
-
-@pytest.mark.parametrize(
-    "pred, gold, verdict",
-    [("7", "7", "correct"), ("7.00001", "7", "correct"), ("8", "7", "wrong"), (None, "7", "unparseable"),
-     ("seven", "7", "unparseable"), ("450", "( 10.0 * 45.0 )", "correct"), ("7", None, "unlabeled")],
-)
-def test_check_numeric_three_outcomes(pred, gold, verdict):
-    assert check_numeric(pred, gold)[0] == verdict
 
 
 @pytest.mark.parametrize("expr, value", [("1 + 2 * 3", 7), ("(1 + 2) * 3", 9), ("-(2 - 5)", 3), ("2 ** 3 ** 2", 512), ("10 / 4", 2.5), (".5 + 1.", 1.5)])

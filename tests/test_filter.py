@@ -14,7 +14,7 @@ def test_funnel_counts_add_up_and_every_rejection_has_a_reason(make_config, scri
     script["Sam has 3 apples and gets 2 more. How many apples does Sam have?"] = ["Sam has 3 + 2 = 6 apples. The answer is 6."]
     script["Sam has 4 apples and gets 2 more. How many apples does Sam have?"] = ["Sam has some apples."]
     scripted.SCRIPT = script  # problem 5 has no script: answers -1
-    cfg = load_config(make_config())
+    cfg = load_config(make_config(filter={"select": {"enabled": True}}))
     generate(cfg)
     stats = filter_traces(cfg)
     kept = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
@@ -26,7 +26,9 @@ def test_funnel_counts_add_up_and_every_rejection_has_a_reason(make_config, scri
     assert by_id["tr3"].rejected_by == "correct" and "6 != 5" in by_id["tr3"].reason
     assert by_id["tr4"].rejected_by == "parse" and "The answer is" in by_id["tr4"].reason
     assert by_id["tr5"].rejected_by == "correct"
-    assert stats["funnel"] == {"truncated": {"in": 6, "out": 6}, "parse": {"in": 6, "out": 5}, "correct": {"in": 5, "out": 3}}
+    funnel = {name: (f["in"], f["out"]) for name, f in stats["funnel"].items()}
+    assert list(funnel)[:3] == ["truncated", "parse", "correct"]
+    assert funnel["truncated"] == (6, 6) and funnel["parse"] == (6, 5) and funnel["correct"] == (5, 3) and funnel["select"] == (3, 3)
     assert stats["teacher_accuracy"] == 0.5
     assert json.loads((cfg.stage_dir("filter") / "stats.json").read_text())["kept"] == 3
 

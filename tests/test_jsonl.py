@@ -43,3 +43,16 @@ def test_recover_rejects_corruption_before_the_end(tmp_path):
     p.write_text(f"{good}\nnot json\n{good}\n")
     with pytest.raises(UserError, match="t.jsonl:2"):
         recover_rows(p, Trace)
+
+
+def test_extend_row_builds_the_same_row_as_validation():
+    from llmdistill.records import FilteredTrace, extend_row
+
+    t = Trace(id="1", question="q", answer="2", prompt="p", completion="c", sample=3)
+    extra = dict(rationale="r", pred="2", answer_key="2", verdict="correct", majority=None, agreement=None, rejected_by=None, reason="ok")
+    fast = extend_row(FilteredTrace, t, **extra)
+    slow = FilteredTrace.model_validate({**t.model_dump(), **extra})
+    assert fast == slow and fast.model_dump() == slow.model_dump() and fast.model_dump_json() == slow.model_dump_json()
+    assert set(FilteredTrace.model_fields) == set(fast.__dict__)
+    fast.reason = "changed"  # still a normal mutable row
+    assert fast.reason == "changed"

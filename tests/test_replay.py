@@ -11,7 +11,7 @@ from llmdistill.cli import app
 from llmdistill.config import load_config
 from llmdistill.errors import UserError
 from llmdistill.jsonl import read_rows
-from llmdistill.records import Trace
+from llmdistill.records import FilteredTrace, Trace
 
 from tests.conftest import ROOT, SHARED
 
@@ -62,6 +62,14 @@ def test_svamp_palm_replay_writes_800_traces_with_provenance(tmp_path, monkeypat
     assert r.teacher == "PaLM-540B" and r.backend == "replay" and r.template_hash and r.created_at > 0 and r.sampling["n"] == 1
     assert r.completion == json.loads((SVAMP / "palm" / "train_CoT_0.json").read_text())[0]
     assert rows[500].completion == json.loads((SVAMP / "palm" / "train_CoT_1.json").read_text())[0]
+    result = CliRunner().invoke(app, ["filter", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "filter" / "stats.json").read_text())
+    assert 0.72 <= stats["teacher_accuracy"] <= 0.76, stats["teacher_accuracy"]  # PaLM-540B on SVAMP train
+    rejected = read_rows(tmp_path / "filter" / "rejected.jsonl", FilteredTrace)
+    assert stats["rows_in"] == 800 == stats["kept"] + len(rejected)
+    assert all(r.rejected_by and r.reason for r in rejected)
+    assert sum(f["in"] - f["out"] for f in stats["funnel"].values()) == len(rejected)
     result = CliRunner().invoke(app, ["generate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path}", "--set",
                                       "teacher.replay.train=[../shared/data/svamp/palm/train_CoT_0.json]"])
     assert result.exit_code == 2 and "hold 500 completions for 800 problems" in result.output

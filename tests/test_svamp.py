@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from llmdistill.answers import check_numeric, parse_completion
+from llmdistill.answers import parse_completion
+from llmdistill.tasks import check_answer
 from llmdistill.config import DataConfig
 from llmdistill.data import load_problems
 
@@ -19,7 +20,7 @@ def test_palm_test_completions_score_about_77_percent():
     problems = load_problems(cfg, "svamp_test")
     completions = json.loads((SVAMP / "palm" / "test_CoT_0.json").read_text())
     assert len(problems) == len(completions) == 200
-    verdicts = [check_numeric(parse_completion(c, ["\n\nQ:"]).answer, p.answer)[0] for p, c in zip(problems, completions)]
+    verdicts = [check_answer(parse_completion(c, ["\n\nQ:"]).answer, p, cfg)[0] for p, c in zip(problems, completions)]
     accuracy = verdicts.count("correct") / len(verdicts)
     assert 0.74 <= accuracy <= 0.80, accuracy
     assert verdicts.count("unparseable") < 10

@@ -1,0 +1,187 @@
+"""Tasks by configuration: how a dataset row becomes a question, what its gold answer is, and how
+a model's answer is checked -- for numeric, multiple-choice and classification/NLI data.
+
+Checkers are plain functions in a registry (``CHECKERS``); each returns one of three outcomes
+(correct, wrong, unparseable) with its reason, and ``answer_key`` gives the normalized answer
+that voting compares.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from typing import Callable
+
+from llmdistill.answers import Verdict, to_number
+from llmdistill.config import DataConfig
+from llmdistill.errors import UserError
+from llmdistill.records import Problem
+
+LETTERS = string.ascii_lowercase
+
+
+# ---- building problems from rows -------------------------------------------------------------
+
+def _choices(row: dict, cfg: DataConfig) -> list[str] | None:
+    if not cfg.choices_field:
+        return None
+    raw = row.get(cfg.choices_field)
+    if isinstance(raw, dict) and "text" in raw:  # HF commonsense_qa: {"label": [...], "text": [...]}
+        raw = raw["text"]
+    if isinstance(raw, str):
+        raw = [c.strip() for c in raw.split("|")]
+    if not isinstance(raw, list) or not raw or len(raw) > len(LETTERS):
+        raise UserError(f"field '{cfg.choices_field}' must hold a list of 1-26 choices, got {str(raw)[:80]!r}")
+    return [str(c) for c in raw]
+
+
+def question_text(row: dict, cfg: DataConfig, choices: list[str] | None) -> str:
+    """``question_format`` filled with the row's fields, then the choices as ``(a) ... (e)``."""
+    try:
+        text = cfg.question_format.format(**row) if cfg.question_format else str(row[cfg.question_field])
+    except KeyError as e:
+        raise UserError(f"data.question_format names field {e} that the rows do not have (fields: {', '.join(row)})") from None
+    if choices:
+        text += "\nAnswer choices: " + " ".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices))
+    return text
+
+
+def gold_answer(raw, cfg: DataConfig, choices: list[str] | None) -> str | None:
+    """The gold answer as the checker expects it: a number/equation, a choice letter, a label name."""
+    if raw is None or raw == "":
+        return None
+    text = str(raw).strip()
+    if cfg.gold_regex:
+        m = re.search(cfg.gold_regex, text, re.DOTALL)
+        if not m:
+            raise UserError(f"data.gold_regex {cfg.gold_regex!r} does not match gold answer {text[:80]!r}")
+        text = m.group(1).strip()
+    if cfg.answer_type == "numeric" and "####" in text:  # GSM8K: worked solution, then "#### 72"
+        text = text.rsplit("####", 1)[1].strip()
+    if cfg.answer_type == "choice":
+        return _gold_choice(text, choices or [])
+    if cfg.answer_type == "label":
+        return _gold_label(text, cfg.labels or [])
+    return text
+
+
+def _gold_choice(text: str, choices: list[str]) -> str:
+    letter = _letter(text, len(choices))
+    if letter is None:
+        matches = [i for i, c in enumerate(choices) if _norm(c) == _norm(text)]
+        if len(matches) != 1:
+            raise UserError(f"gold answer {text!r} is neither a choice letter nor one of the choices {choices}")
+        letter = LETTERS[matches[0]]
+    return letter
+
+
+def _gold_label(text: str, labels: list[str]) -> str:
+    if text.lstrip("-").isdigit():
+        i = int(text)
+        if not 0 <= i < len(labels):
+            raise UserError(f"gold label index {i} is outside data.labels {labels}")
+        return labels[i]
+    for label in labels:
+        if _norm(label) == _norm(text):
+            return label
+    raise UserError(f"gold label {text!r} is not in data.labels {labels}")
+
+
+def make_problem(row: dict, cfg: DataConfig, pid: str, split: str) -> Problem:
+    choices = _choices(row, cfg)
+    return Problem(id=pid, question=question_text(row, cfg, choices), answer=gold_answer(row.get(cfg.answer_field), cfg, choices),
+                   choices=choices, split=split)
+
+
+# ---- reading and checking model answers ------------------------------------------------------
+
+def _norm(s: str) -> str:
+    return re.sub(r"\s+", " ", s.lower().strip().strip(".!\"'")).strip()
+
+
+def _letter(text: str, n: int) -> str | None:
+    """A choice letter given as '(b)', 'b)', 'B', 'b.' or 'option b'; None if there is none."""
+    valid = LETTERS[:n]
+    m = re.search(rf"\(([{valid}])\)", text, re.IGNORECASE) or re.fullmatch(rf"\s*(?:option\s+)?([{valid}])[.):]?\s*", text, re.IGNORECASE)
+    return m.group(1).lower() if m else None
+
+
+def choice_key(pred: str, problem: Problem) -> tuple[str | None, str]:
+    choices = problem.choices or []
+    letter = _letter(pred, len(choices))
+    named = [LETTERS[i] for i, c in enumerate(choices) if re.search(rf"(?<!\w){re.escape(_norm(c))}(?!\w)", _norm(pred))]
+    exact = [LETTERS[i] for i, c in enumerate(choices) if _norm(c) == _norm(re.sub(r"\([a-z]\)", "", pred, flags=re.IGNORECASE))]
+    if letter and (named or exact) and letter not in named + exact:
+        return None, f"answer {pred[:60]!r} gives letter ({letter}) but names another choice"
+    if letter:
+        return letter, ""
+    if len(exact) == 1:
+        return exact[0], ""
+    if len(named) == 1:
+        return named[0], ""
+    return None, f"answer {pred[:60]!r} names {'several' if named else 'none'} of the choices"
+
+
+def label_key(pred: str, labels: list[str]) -> tuple[str | None, str]:
+    norm = _norm(pred)
+    exact = [lab for lab in labels if _norm(lab) == norm]
+    if exact:
+        return exact[0], ""
+    # A label counts when named, not when negated ("not entailment" names no label).
+    found = [lab for lab in labels if re.search(rf"(?<!\w)(?<!\bnot )(?<!\bno ){re.escape(_norm(lab))}(?!\w)", norm)]
+    # "not entailment" contains "entailment": keep only labels not inside another found label.
+    found = [lab for lab in found if not any(lab != other and _norm(lab) in _norm(other) for other in found)]
+    if len(found) == 1:
+        return found[0], ""
+    return None, f"answer {pred[:60]!r} names {'several' if found else 'none'} of the labels {labels}"
+
+
+def numeric_key(pred: str) -> tuple[str | None, str]:
+    value = to_number(pred)
+    if value is None:
+        return None, f"answer {pred[:60]!r} is not a number"
+    return f"{round(value, 6):g}", ""
+
+
+def answer_key(pred: str | None, problem: Problem, cfg: DataConfig) -> tuple[str | None, str]:
+    """The normalized answer (number, letter or label) that checking and voting compare."""
+    if pred is None:
+        return None, "no answer"
+    if cfg.answer_type == "choice":
+        return choice_key(pred, problem)
+    if cfg.answer_type == "label":
+        return label_key(pred, cfg.labels or [])
+    return numeric_key(pred)
+
+
+def _check_numeric(key: str, problem: Problem, cfg: DataConfig) -> tuple[Verdict, str]:
+    gold = to_number(problem.answer)
+    if gold is None:
+        raise UserError(f"problem {problem.id}: gold answer {problem.answer!r} is not a number or arithmetic expression")
+    value = float(key)
+    if math.isclose(value, gold, rel_tol=cfg.tolerance, abs_tol=cfg.tolerance):
+        return "correct", f"{value:g} == {gold:g}"
+    return "wrong", f"{value:g} != {gold:g}"
+
+
+def _check_equal(key: str, problem: Problem, cfg: DataConfig) -> tuple[Verdict, str]:
+    return ("correct", f"{key} == {problem.answer}") if key == problem.answer else ("wrong", f"{key} != {problem.answer}")
+
+
+CHECKERS: dict[str, Callable[[str, Problem, DataConfig], tuple[Verdict, str]]] = {
+    "numeric": _check_numeric,
+    "choice": _check_equal,
+    "label": _check_equal,
+}
+
+
+def check_answer(pred: str | None, problem: Problem, cfg: DataConfig) -> tuple[Verdict, str, str | None]:
+    """(verdict, reason, normalized answer) with the checker of ``data.answer_type``."""
+    key, why = answer_key(pred, problem, cfg)
+    if problem.answer is None:
+        return "unlabeled", "no gold answer", key
+    if key is None:
+        return "unparseable", why, None
+    verdict, reason = CHECKERS[cfg.answer_type](key, problem, cfg)
+    return verdict, reason, key
