@@ -7,9 +7,11 @@ funnel (rows in and out of each filter) and the teacher's accuracy on the split.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 
 from llmdistill.answers import parse_completion
 from llmdistill.config import Config, DataConfig
@@ -80,9 +82,22 @@ def teacher_accuracy(rows: list[FilteredTrace]) -> dict:
     }
 
 
+@contextmanager
+def _gc_paused():
+    """Rows are acyclic; the cyclic collector rescanning hundreds of thousands of them while they
+    are created costs a third of the stage's time, and frees nothing."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def filter_traces(cfg: Config) -> dict:
     require_complete(cfg, "generate")
-    with StageRun(cfg, "filter") as run:
+    with StageRun(cfg, "filter") as run, _gc_paused():
         stop = load_prompt(cfg.data.prompt).stop
         rows = [check_trace(t, stop, cfg.data) for t in iter_rows(cfg.stage_dir("generate") / "traces.jsonl", Trace)]
         accuracy = teacher_accuracy([r for r in rows if not r.rationalized])

@@ -87,13 +87,21 @@ def bench_stage(n: int) -> dict:
         seconds = time.perf_counter() - t0
     return {"rows": n, "stage_s": round(seconds, 2), "stage_rows_per_s": round(n / seconds), "kept": stats["kept"],
             "rejected_by": stats["rejected_by"], "funnel_s": {k: v["seconds"] for k, v in stats["funnel"].items()},
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def peak_rss_mib() -> int:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def bench_steps(n: int, threshold: float, shingle: int, num_perm: int) -> dict:
     from llmdistill.config import Config
     from llmdistill.dedup import near_duplicates, shingles
-    from llmdistill.filter import check_trace
+    from llmdistill.filter import _gc_paused, check_trace
     from llmdistill.filters import correct, dedup_exact, parse
     from llmdistill.records import Trace
 
@@ -101,12 +109,13 @@ def bench_steps(n: int, threshold: float, shingle: int, num_perm: int) -> dict:
     cfg = Config.model_validate({"output_dir": "x", "data": {"path": "x"}, "teacher": {"model_name_or_path": "x"}})
     traces = [Trace.model_validate(r) for r in rows]
     stop = ["\n\nQ:", "\nQ:"]
-    t0 = time.perf_counter()
-    checked = [check_trace(t, stop, cfg.data) for t in traces]
-    kept = [r for r, why in zip(checked, parse(checked, cfg)) if why is None]
-    kept = [r for r, why in zip(kept, correct(kept, cfg)) if why is None]
-    reasons = dedup_exact(kept, cfg)
-    fast_s = time.perf_counter() - t0
+    with _gc_paused():  # as in the stage
+        t0 = time.perf_counter()
+        checked = [check_trace(t, stop, cfg.data) for t in traces]
+        kept = [r for r, why in zip(checked, parse(checked, cfg)) if why is None]
+        kept = [r for r, why in zip(kept, correct(kept, cfg)) if why is None]
+        reasons = dedup_exact(kept, cfg)
+        fast_s = time.perf_counter() - t0
 
     texts = [f"{r['question']} {r['completion'].split(' The answer is')[0]}" for r in rows]
     t0 = time.perf_counter()

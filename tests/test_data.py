@@ -41,3 +41,18 @@ def test_errors_name_the_problem(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"question": "q", "answer": 1}\n{"question": \n')
     with pytest.raises(UserError, match="train.jsonl:2: malformed JSON"):
         load_problems(DataConfig(path=str(tmp_path)), "train")
+
+
+def test_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"q": ["one?", "two?"], "a": [1, 2]}), tmp_path / "test.parquet")
+    problems = load_problems(DataConfig(path=str(tmp_path), question_field="q", answer_field="a"), "test")
+    assert [(p.id, p.question, p.answer) for p in problems] == [("test-0", "one?", "1"), ("test-1", "two?", "2")]
+
+
+def test_hub_ids_go_to_datasets_and_fail_clearly_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="could not load dataset 'someone/no-such-dataset' split 'train'"):
+        load_problems(DataConfig(path="someone/no-such-dataset"), "train")
