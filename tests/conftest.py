@@ -34,23 +34,27 @@ def build_tokenizer():
     return fast
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> str:
-    """A 4-layer Llama with hidden size 16 and its tokenizer, saved once per session."""
+def save_tiny_llama(out: Path, hidden: int, layers: int, heads: int, kv_heads: int) -> str:
+    """A randomly initialised Llama of the given shape and the test tokenizer, saved to ``out``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    out = tmp_path_factory.mktemp("tiny-llama")
     tok = build_tokenizer()
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=4, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=2048, tie_word_embeddings=True,
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=kv_heads, max_position_embeddings=2048, tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
     LlamaForCausalLM(config).save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A 4-layer Llama with hidden size 16 and its tokenizer, saved once per session."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), hidden=16, layers=4, heads=2, kv_heads=1)
 
 
 class ScriptedBackend:

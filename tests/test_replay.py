@@ -75,3 +75,12 @@ def test_svamp_palm_replay_writes_800_traces_with_provenance(tmp_path, monkeypat
     assert result.exit_code == 2 and "hold 500 completions for 800 problems" in result.output
     cfg = load_config(ROOT / "configs" / "svamp_palm.yaml")
     assert cfg.teacher.backend == "replay"
+
+
+@pytest.mark.skipif(not SVAMP.is_dir(), reason="../shared/data/svamp not present")
+def test_svamp_palm_teacher_evaluates_from_replay(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(app, ["evaluate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    teacher = json.loads((tmp_path / "evaluate" / "report.json").read_text())["models"]["teacher"]
+    assert teacher["n"] == 200 and 0.75 <= teacher["accuracy"] <= 0.80 and teacher["backend"] == "replay"

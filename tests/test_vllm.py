@@ -19,21 +19,9 @@ pytest.importorskip("vllm")
 @pytest.fixture(scope="module")
 def vllm_model(tmp_path_factory) -> str:
     """A tiny Llama whose head size (64) vLLM's CPU attention kernels support."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.conftest import save_tiny_llama
 
-    from tests.conftest import build_tokenizer
-
-    out = tmp_path_factory.mktemp("vllm-tiny")
-    tok = build_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-        max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
+    return save_tiny_llama(tmp_path_factory.mktemp("vllm-tiny"), hidden=128, layers=2, heads=2, kv_heads=2)
 
 
 def _requests():
