@@ -248,10 +248,11 @@ class Config(Section):
     def stage_hash(self, stage: str) -> str:
         """Hash of every setting the stage's output depends on (its own section and all upstream).
 
-        Test-split settings only matter to evaluate: changing them never regenerates traces.
+        Test-split settings do not reach the teacher: changing them never regenerates traces. (The
+        filter depends on them, through decontamination; the stages after it through its run id.)
         """
         data = self.model_dump(include=set(STAGE_INPUTS[stage]))
-        if stage != "evaluate":
+        if stage == "generate":
             for key in ("test_split", "max_test"):
                 data["data"].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
