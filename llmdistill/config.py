@@ -207,19 +207,75 @@ class StudentConfig(Section):
         return self
 
 
+class LoraSection(Section):
+    """``peft`` LoRA adapters instead of full fine-tuning; merged into the saved student."""
+
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    merge: bool = True  # save a plain model (loads with AutoModelForCausalLM and vLLM); False: the adapter only
+
+
 class TrainConfig(Section):
-    mode: Literal["cot"] = "cot"
+    """The SFT objective and the trainer's knobs (TRL ``SFTTrainer`` underneath)."""
+
+    # label: answer only (the paper's standard fine-tuning baseline); cot: rationale + answer as one
+    # completion; step_by_step: label and rationale as two tasks, alpha * L_label + (1 - alpha) * L_rationale.
+    mode: Literal["label", "cot", "step_by_step"] = "cot"
+    label_source: Literal["teacher", "gold"] = "teacher"  # the answer the label task learns
+    alpha: float = Field(default=0.5, ge=0, le=1)  # step_by_step: weight of the label task
+    # Exemplars in the student's prompt (training and its evaluation); None: data.num_shots, the
+    # teacher's. Fine-tuned students usually need none, and shorter prompts train faster.
+    num_shots: int | None = Field(default=None, ge=0)
     learning_rate: float = Field(default=5e-5, gt=0)
     num_train_epochs: float = Field(default=1.0, gt=0)
     max_steps: int = -1
     per_device_train_batch_size: int = Field(default=4, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
     max_length: int = Field(default=1024, ge=8)
+    on_overlength: Literal["refuse", "drop"] = "refuse"  # an example longer than max_length would lose its answer
+    packing: bool = False  # BFD packing of several examples per row (loss masks kept per example)
     warmup_steps: float = Field(default=0.0, ge=0)  # < 1: a fraction of the total steps
     lr_scheduler_type: str = "linear"
     weight_decay: float = 0.0
     logging_steps: int = Field(default=5, ge=1)
     seed: int = 0
+    # Checkpoint selection on held-out training problems (never the test split): a fraction of the
+    # problems, split by problem id, evaluated every eval_steps; the best eval loss is kept.
+    validation_fraction: float = Field(default=0.0, ge=0, lt=1)
+    eval_steps: int = Field(default=50, ge=1)
+    save_steps: int = Field(default=0, ge=0)  # > 0: checkpoints every save_steps, resumed after a crash
+    save_total_limit: int = Field(default=2, ge=1)
+    resume: bool = True  # continue from the newest checkpoint of an unchanged config
+    gradient_checkpointing: bool = False
+    lora: LoraSection | None = None
+    preflight_probe: bool = True  # time one forward/backward to estimate the training time
+
+    @model_validator(mode="after")
+    def _compatible(self):
+        if self.packing and self.mode == "step_by_step":
+            raise ValueError("train.packing does not combine with mode 'step_by_step': its loss weights whole examples, one per row")
+        return self
+
+
+class KDConfig(Section):
+    """Logit distillation: on-policy (TRL ``DistillationTrainer``) or offline on stored top-k logprobs."""
+
+    # on_policy: the student generates, the teacher scores every token, generalized JSD with beta;
+    # offline_topk: SFT on the teacher's own tokens with (1 - lam) * CE + lam * KL(teacher top-k || student).
+    method: Literal["none", "on_policy", "offline_topk"] = "none"
+    teacher: str | None = None  # default: teacher.model_name_or_path (must share the student's vocabulary)
+    after_sft: bool = True  # on_policy: run after the SFT of train.mode (False: instead of it)
+    beta: float = Field(default=0.5, ge=0, le=1)  # 0: forward KL, 0.5: JSD, 1: reverse KL
+    temperature: float = Field(default=1.0, gt=0)
+    max_new_tokens: int = Field(default=128, ge=1)
+    learning_rate: float = Field(default=1e-5, gt=0)
+    num_train_epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = -1
+    per_device_train_batch_size: int = Field(default=4, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    lam: float = Field(default=0.5, ge=0, le=1)  # offline_topk: weight of the KL term
 
 
 class EvaluateConfig(Section):
@@ -236,7 +292,19 @@ class Config(Section):
     filter: FilterConfig = FilterConfig()
     student: StudentConfig = StudentConfig(init="pruned")
     train: TrainConfig = TrainConfig()
+    kd: KDConfig = KDConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _kd_inputs(self):
+        if self.kd.method == "offline_topk":
+            if self.train.mode != "cot":
+                raise ValueError("kd.method 'offline_topk' trains on the teacher's own tokens: it needs train.mode 'cot'")
+            if not self.generate.logprobs:
+                raise ValueError("kd.method 'offline_topk' needs the teacher's top-k logprobs: set generate.logprobs (e.g. 20)")
+            if self.train.packing:
+                raise ValueError("kd.method 'offline_topk' does not combine with train.packing")
+        return self
 
     @field_validator("evaluate")
     @classmethod
@@ -265,8 +333,8 @@ STAGES = ["generate", "filter", "train", "evaluate"]
 STAGE_INPUTS = {
     "generate": ["data", "teacher", "generate"],
     "filter": ["data", "teacher", "generate", "filter"],
-    "train": ["data", "teacher", "generate", "filter", "student", "train"],
-    "evaluate": ["data", "teacher", "generate", "filter", "student", "train", "evaluate"],
+    "train": ["data", "teacher", "generate", "filter", "student", "train", "kd"],
+    "evaluate": ["data", "teacher", "generate", "filter", "student", "train", "kd", "evaluate"],
 }
 
 

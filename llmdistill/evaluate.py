@@ -23,6 +23,7 @@ from llmdistill.report import write_report
 from llmdistill.stage import StageRun, require_complete
 from llmdistill.student import materialize_student
 from llmdistill.tasks import check_answer
+from llmdistill.train_data import student_shots, student_task
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,23 @@ def disk_size(path: str) -> int | None:
     return sum(f.stat().st_size for f in p.glob("*") if f.suffix in (".safetensors", ".bin", ".pt"))
 
 
+def prompt_for(cfg: Config, name: str) -> tuple[str, int | None]:
+    """(task, shots) a model is asked with: the teacher's few-shot CoT prompt, or the prompt the
+    student is trained on (and its untrained copy asked the same way, for a fair before/after)."""
+    if name == "teacher":
+        return "cot", cfg.data.num_shots
+    return student_task(cfg), student_shots(cfg)
+
+
 def answer_all(cfg: Config, name: str, backend: Backend, problems: list[Problem]) -> list[EvalResult]:
     template = load_prompt(cfg.data.prompt)
+    task, shots = prompt_for(cfg, name)
     chat = wants_chat(cfg.data.prompt_format, backend.supports_chat)
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.evaluate.max_new_tokens, stop=template.stop)
     results, bs = [], cfg.evaluate.batch_size
     for start in tqdm(range(0, len(problems), bs), desc=f"evaluate {name}", unit="batch"):
         chunk = problems[start : start + bs]
-        requests = [Request(id=p.id, index=start + i, prompt=build_prompt(template, p.question, cfg.data.num_shots, chat)) for i, p in enumerate(chunk)]
+        requests = [Request(id=p.id, index=start + i, prompt=build_prompt(template, p.question, shots, chat, task=task)) for i, p in enumerate(chunk)]
         outs = backend.generate(requests, params)
         for p, (c,) in zip(chunk, outs):
             parsed = parse_completion(c.text, template.stop, cfg.data.answer_regex)
@@ -102,11 +112,16 @@ def evaluate(cfg: Config, backends: dict[str, Backend] | None = None) -> dict:
                 backend.check_alignment([p.id for p in problems])
             t0 = time.time()
             results = answer_all(cfg, name, backend, problems)
-            models[name] = {"path": path, "backend": backend.name, **summarize(results, backend.num_parameters(), disk_size(path), time.time() - t0)}
+            task, shots = prompt_for(cfg, name)
+            models[name] = {"path": path, "backend": backend.name, "prompt": f"{task}, {shots if shots is not None else 'all'} shots", **summarize(results, backend.num_parameters(), disk_size(path), time.time() - t0)}
             backend.close()
             log.info("%s: accuracy %s on %d problems", name, models[name]["accuracy"], len(results))
             all_results.extend(results)
         write_rows(run.dir / "results.jsonl", all_results)
         report = {"split": cfg.data.test_split, "problems": len(problems), "models": models}
         write_report(run.dir, report)
+        if "student" in models:
+            from llmdistill.modelcard import add_evaluation
+
+            add_evaluation(Path(models["student"]["path"]), (run.dir / "report.md").read_text())
         return run.finish({"problems": len(problems), "accuracy": {k: m["accuracy"] for k, m in models.items()}})

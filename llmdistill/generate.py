@@ -73,6 +73,7 @@ class _Writer:
                     finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
                     teacher=self.backend.model_name, backend=self.backend.name, template_hash=self.template.hash,
                     sampling=asdict(self.params), seed=r.seed, created_at=time.time(), rationalized=hint, top_logprobs=c.top_logprobs,
+                    completion_ids=c.token_ids if self.params.logprobs else None,
                 )
                 for p, r, completions in zip(chunk, requests, outs)
                 for s, c in enumerate(completions)

@@ -35,6 +35,10 @@ class PromptTemplate(BaseModel):
     answer_format: str = "{rationale} The answer is {answer}."
     stop: list[str] = ["\n\nQ:", "\nQ:"]
     hint_format: str = "{question}\n(Hint: the answer is {answer}. Explain why.)"
+    # Step-by-step distillation asks a question as one of two tasks; these replace ``instruction``
+    # (task prefixes, as in the paper) and the exemplars show only that task's output.
+    label_instruction: str = "[label]"
+    rationale_instruction: str = "[rationale]"
     exemplars: list[Exemplar] = []
 
     @property
@@ -44,31 +48,44 @@ class PromptTemplate(BaseModel):
     def answer_text(self, rationale: str, answer: str) -> str:
         return self.answer_format.format(rationale=rationale.strip(), answer=answer).strip()
 
+    def output_text(self, task: str, rationale: str, answer: str) -> str:
+        """What a model writes for ``task``: rationale and answer (cot), the answer alone (label), or the rationale."""
+        if task == "label":
+            return self.answer_text("", answer)
+        if task == "rationale":
+            return rationale.strip()
+        return self.answer_text(rationale, answer)
+
+    def _instruction(self, task: str) -> str:
+        return {"cot": self.instruction, "label": self.label_instruction, "rationale": self.rationale_instruction}[task]
+
     def _shots(self, num_shots: int | None) -> list[Exemplar]:
         k = len(self.exemplars) if num_shots is None else num_shots
         if k > len(self.exemplars):
             raise UserError(f"prompt {self.name!r} has {len(self.exemplars)} exemplars, {k} were asked for")
         return self.exemplars[:k]
 
-    def messages(self, question: str, num_shots: int | None = None) -> list[dict]:
+    def messages(self, question: str, num_shots: int | None = None, task: str = "cot") -> list[dict]:
         """Chat form: the instruction rides on the first user turn; exemplars are earlier turns."""
         msgs = [{"role": "system", "content": self.system}] if self.system else []
-        turns = [(e.question, self.answer_text(e.rationale, e.answer)) for e in self._shots(num_shots)]
+        turns = [(e.question, self.output_text(task, e.rationale, e.answer)) for e in self._shots(num_shots)]
+        instruction = self._instruction(task)
         for i, (q, a) in enumerate(turns + [(question, None)]):
             content = self.question_format.format(question=q.strip())
-            if i == 0 and self.instruction:
-                content = f"{self.instruction}\n\n{content}"
+            if i == 0 and instruction:
+                content = f"{instruction}\n\n{content}"
             msgs.append({"role": "user", "content": content})
             if a is not None:
                 msgs.append({"role": "assistant", "content": a})
         return msgs
 
-    def plain(self, question: str, num_shots: int | None = None) -> str:
+    def plain(self, question: str, num_shots: int | None = None, task: str = "cot") -> str:
         """Completion form: instruction, then Q/A blocks, ending where the model should continue."""
-        parts = [self.instruction] if self.instruction else []
+        instruction = self._instruction(task)
+        parts = [instruction] if instruction else []
         for e in self._shots(num_shots):
             q = self.question_format.format(question=e.question.strip())
-            parts.append(f"{q}\n{self.answer_prefix} {self.answer_text(e.rationale, e.answer)}")
+            parts.append(f"{q}\n{self.answer_prefix} {self.output_text(task, e.rationale, e.answer)}")
         parts.append(f"{self.question_format.format(question=question.strip())}\n{self.answer_prefix}")
         return "\n\n".join(parts)
 
@@ -93,11 +110,13 @@ def wants_chat(prompt_format: str, supports_chat: bool) -> bool:
     return prompt_format == "chat" or (prompt_format == "auto" and supports_chat)
 
 
-def build_prompt(template: PromptTemplate, question: str, num_shots: int | None, chat: bool, hint: str | None = None) -> str | list[dict]:
-    """Chat messages or plain text for one question; ``hint`` (a gold answer) is for rationalization."""
+def build_prompt(template: PromptTemplate, question: str, num_shots: int | None, chat: bool, hint: str | None = None,
+                 task: str = "cot") -> str | list[dict]:
+    """Chat messages or plain text for one question as ``task`` (cot, label or rationale);
+    ``hint`` (a gold answer) is for rationalization."""
     if hint is not None:
         question = template.hint_format.format(question=question.strip(), answer=hint)
-    return template.messages(question, num_shots) if chat else template.plain(question, num_shots)
+    return template.messages(question, num_shots, task) if chat else template.plain(question, num_shots, task)
 
 
 class PromptRenderer:
@@ -111,8 +130,8 @@ class PromptRenderer:
         self.template, self.tokenizer, self.num_shots = template, tokenizer, num_shots
         self.use_chat = wants_chat(prompt_format, bool(getattr(tokenizer, "chat_template", None)))
 
-    def __call__(self, question: str) -> str:
-        prompt = build_prompt(self.template, question, self.num_shots, self.use_chat)
+    def __call__(self, question: str, task: str = "cot") -> str:
+        prompt = build_prompt(self.template, question, self.num_shots, self.use_chat, task=task)
         if isinstance(prompt, str):
             return prompt
         return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)

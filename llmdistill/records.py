@@ -42,6 +42,7 @@ class Trace(Problem):
     created_at: float = 0.0
     rationalized: bool = False  # generated with the gold answer as a hint (STaR)
     top_logprobs: list | None = None  # per generated token: [[token, logprob], ...] (teacher top-k)
+    completion_ids: list[int] | None = None  # the generated token ids, stored with top_logprobs
 
     @property
     def key(self) -> tuple[str, int]:
@@ -77,10 +78,16 @@ def extend_row(cls: type[Row], base: Row, **fields) -> Row:
 
 
 class TrainExample(Row):
-    """A prompt/completion pair for SFT, traced back to its problem and sample."""
+    """A prompt/completion pair for SFT, traced back to its problem and sample.
+
+    ``task`` is the step-by-step task (label or rationale; cot for a whole trace); ``split`` puts
+    the example in the training or the validation set.
+    """
 
     id: str
     sample: int = 0
+    task: Literal["cot", "label", "rationale"] = "cot"
+    split: Literal["train", "validation"] = "train"
     prompt: str
     completion: str
 

@@ -21,16 +21,18 @@ def render_markdown(report: dict) -> str:
     lines = [
         f"# Evaluation on the {report['split']} split ({report['problems']} problems)",
         "",
-        "| model | params | size | accuracy | correct | wrong | unparseable | output tokens/problem | latency/problem |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | prompt | params | size | accuracy | correct | wrong | unparseable | output tokens/problem | latency/problem |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in report["models"].items():
         acc = "-" if m["accuracy"] is None else f"{100 * m['accuracy']:.1f}%"
         lines.append(
-            f"| {LABELS.get(name, name)} | {_fmt_params(m['parameters'])} | {_fmt_size(m['size_bytes'])} | {acc} | {m['correct']} | {m['wrong']} "
+            f"| {LABELS.get(name, name)} | {m.get('prompt', '-')} | {_fmt_params(m['parameters'])} | {_fmt_size(m['size_bytes'])} | {acc} | {m['correct']} | {m['wrong']} "
             f"| {m['unparseable']} | {m['output_tokens_per_problem']} | {m['latency_s_per_problem'] * 1000:.0f} ms |"
         )
-    lines += ["", "All models see the same prompt, decode greedily and are scored by the same answer checker.", ""]
+    lines += ["", "Every model decodes greedily and is scored by the same answer checker. The teacher gets the few-shot "
+              "chain-of-thought prompt (`cot`); the student, before and after training, the prompt it is trained on "
+              "(`label`: the answer alone, for the label and step-by-step objectives).", ""]
     return "\n".join(lines)
 
 

@@ -7,8 +7,10 @@ vocabulary, which on-policy and logit distillation need.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import shutil
 from pathlib import Path
 
 from llmdistill.config import Config
@@ -63,17 +65,22 @@ def materialize_student(cfg: Config) -> str:
     if s.init == "pretrained":
         return s.model_name_or_path
     out = init_path(cfg)
-    if (out / "config.json").is_file():
+    source = s.model_name_or_path or cfg.teacher.model_name_or_path
+    recipe = json.dumps({"source": source, "keep_layers": s.keep_layers})
+    marker = out / "llmdistill-init.json"
+    if marker.is_file() and marker.read_text() == recipe:
         return str(out)
+    shutil.rmtree(out, ignore_errors=True)  # another recipe, or a copy from before the marker existed
     from llmdistill.backends.hf import load_model, load_tokenizer
 
-    source = s.model_name_or_path or cfg.teacher.model_name_or_path
     teacher = load_model(source, dtype="float32", device="cpu")
     keep = layers_to_keep(teacher.config.num_hidden_layers, s.keep_layers)
     student = prune_depth(teacher, keep)
     tmp = out.with_name("init.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
     student.save_pretrained(tmp)
     load_tokenizer(source).save_pretrained(tmp)
+    (tmp / marker.name).write_text(recipe)
     tmp.rename(out)
     log.info("depth-pruned %s: kept layers %s of %d -> %s", source, keep, teacher.config.num_hidden_layers, out)
     return str(out)

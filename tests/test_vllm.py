@@ -18,10 +18,27 @@ pytest.importorskip("vllm")
 
 @pytest.fixture(scope="module")
 def vllm_model(tmp_path_factory) -> str:
-    """A tiny Llama whose head size (64) vLLM's CPU attention kernels support."""
-    from tests.conftest import save_tiny_llama
+    """A student saved by the train stage -- a tiny Llama (head size 64, which vLLM's CPU
+    attention kernels support) after one step-by-step LoRA step, merged -- so the engines below
+    also show that trained students load in vLLM."""
+    from llmdistill.config import Config
+    from llmdistill.records import TrainExample
+    from llmdistill.train import _save, make_trainer
+    from tests.conftest import ROOT, save_tiny_llama
 
-    return save_tiny_llama(tmp_path_factory.mktemp("vllm-tiny"), hidden=128, layers=2, heads=2, kv_heads=2)
+    base = save_tiny_llama(tmp_path_factory.mktemp("vllm-tiny"), hidden=128, layers=2, heads=2, kv_heads=2)
+    cfg = Config.model_validate({
+        "output_dir": str(tmp_path_factory.mktemp("run")), "data": {"path": "unused", "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml")},
+        "teacher": {"model_name_or_path": base}, "student": {"init": "pretrained", "model_name_or_path": base},
+        "train": {"mode": "step_by_step", "max_steps": 1, "per_device_train_batch_size": 2, "lora": {"r": 4}, "preflight_probe": False},
+    })
+    examples = [TrainExample(id="a", task="label", prompt="Q: 1 + 2?", completion=" The answer is 3."),
+                TrainExample(id="a", task="rationale", prompt="Q: 1 + 2?", completion=" 1 + 2 = 3.")]
+    out = tmp_path_factory.mktemp("student") / "model"
+    trainer = make_trainer(cfg, base, examples, str(out.parent / "ckpt"))
+    trainer.train()
+    _save(trainer, out, merge=True)
+    return str(out)
 
 
 def _requests():
@@ -37,7 +54,7 @@ def test_in_process_engine(vllm_model):
     assert [len(o) for o in out] == [2, 2, 2]
     c = out[0][0]
     assert c.prompt_tokens > 5 and 1 <= c.completion_tokens <= 6 and c.finish_reason in ("stop", "length")
-    assert len(c.top_logprobs) == c.completion_tokens and len(c.top_logprobs[0]) == 3
+    assert len(c.top_logprobs) == c.completion_tokens == len(c.token_ids) and len(c.top_logprobs[0]) == 3
     assert isinstance(c.top_logprobs[0][0][0], int) and c.top_logprobs[0][0][1] >= c.top_logprobs[0][2][1]
     # Per-request seeds: the same problem samples the same text whatever its batch and order.
     again = backend.generate(_requests()[::-1], params)[::-1]

@@ -42,6 +42,7 @@ class Completion:
     # One entry per generated token: [[token, logprob], ...] for the top-k candidates; token is an
     # id for local engines and a string (or "token_id:N") for OpenAI-compatible servers.
     top_logprobs: list[list[list]] | None = None
+    token_ids: list[int] | None = None  # the generated token ids (local engines), for offline logit distillation
 
 
 class Backend(Protocol):

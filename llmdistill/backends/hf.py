@@ -121,6 +121,7 @@ class TransformersBackend:
             results.append(Completion(
                 text=text, finish_reason="stop" if stopped else "length", prompt_tokens=prompt_lens[i // params.n],
                 completion_tokens=n_tokens, latency_s=latency, top_logprobs=top[i][:n_tokens] if top else None,
+                token_ids=seq[:n_tokens],
             ))
         return [results[k * params.n : (k + 1) * params.n] for k in range(len(requests))]
 

@@ -84,7 +84,7 @@ class VLLMBackend:
                     top = [sorted(([tid, lp.logprob] for tid, lp in step.items()), key=lambda x: -x[1])[: params.logprobs] for step in c.logprobs]
                 completions.append(Completion(
                     text=c.text, finish_reason="length" if c.finish_reason == "length" else "stop", prompt_tokens=prompt_tokens,
-                    completion_tokens=len(c.token_ids), latency_s=latency, top_logprobs=top,
+                    completion_tokens=len(c.token_ids), latency_s=latency, top_logprobs=top, token_ids=list(c.token_ids),
                 ))
             results.append(completions)
         return results

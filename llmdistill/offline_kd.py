@@ -1,0 +1,71 @@
+"""Offline logit distillation: train on the teacher's own generated tokens, with its stored top-k
+logprobs at every completion position (``generate.logprobs``), via ``TopKDistillTrainer``."""
+
+from __future__ import annotations
+
+import logging
+
+from llmdistill.answers import cut_at_stop
+from llmdistill.config import Config
+from llmdistill.errors import UserError
+from llmdistill.prompts import load_prompt
+from llmdistill.records import FilteredTrace, TrainExample
+from llmdistill.train_data import preflight
+from llmdistill.vocab import check_same_vocab
+
+log = logging.getLogger(__name__)
+
+
+def tokens_to_keep(ids: list[int], text: str, tokenizer) -> int:
+    """The fewest leading generated tokens whose decoded text covers ``text`` (the completion
+    cut at its stop string): the tokens of a runaway continuation are not trained on."""
+    target = len(text.rstrip())
+    lo, hi = 0, len(ids)
+    while lo < hi:  # decoded length grows with the prefix: binary search
+        mid = (lo + hi) // 2
+        if len(tokenizer.decode(ids[:mid], skip_special_tokens=True).rstrip()) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def tokenize_with_teacher(cfg: Config, traces: list[FilteredTrace], examples: list[TrainExample], tokenizer, student_path: str):
+    """(examples, rows, preflight report): rows hold input_ids, labels (prompt masked) and the
+    teacher's top-k ids/logprobs aligned with the token each position predicts."""
+    check_same_vocab(student_path, cfg.kd.teacher or cfg.teacher.model_name_or_path)
+    examples, report = preflight(cfg, examples, tokenizer)
+    by_key = {(t.id, t.sample): t for t in traces}
+    stop = load_prompt(cfg.data.prompt).stop
+    eos = tokenizer.eos_token_id
+    rows, kept = [], []
+    skipped = 0
+    for e in examples:
+        tr = by_key[(e.id, e.sample)]
+        if not tr.completion_ids or not tr.top_logprobs:
+            skipped += 1
+            continue
+        if any(not isinstance(c[0], int) for step in tr.top_logprobs for c in step):
+            raise UserError("kd.method 'offline_topk' needs token ids in top_logprobs: generate with the vllm or transformers backend")
+        n = tokens_to_keep(tr.completion_ids, cut_at_stop(tr.completion, stop), tokenizer)
+        completion = [i for i in tr.completion_ids[:n] if i != eos]
+        prompt = tokenizer(e.prompt, add_special_tokens=False)["input_ids"]
+        k = max(len(step) for step in tr.top_logprobs[:n]) if n else 1
+        t_ids = [[-1] * k for _ in prompt]
+        t_lps = [[0.0] * k for _ in prompt]
+        for step in tr.top_logprobs[: len(completion)]:
+            t_ids.append([c[0] for c in step] + [-1] * (k - len(step)))
+            t_lps.append([float(c[1]) for c in step] + [0.0] * (k - len(step)))
+        t_ids.append([-1] * k)  # EOS: cross-entropy only
+        t_lps.append([0.0] * k)
+        input_ids = prompt + completion + [eos]
+        if len(input_ids) > cfg.train.max_length:
+            raise UserError(f"trace {tr.id}#{tr.sample}: {len(input_ids)} teacher tokens exceed train.max_length={cfg.train.max_length}")
+        rows.append({"input_ids": input_ids, "labels": [-100] * len(prompt) + completion + [eos], "teacher_ids": t_ids, "teacher_logprobs": t_lps})
+        kept.append(e)
+    if skipped:
+        log.warning("offline_topk: %d traces have no stored token ids/logprobs and are not trained on", skipped)
+    if not rows:
+        raise UserError("kd.method 'offline_topk': no kept trace has stored top-k logprobs (set generate.logprobs and regenerate)")
+    report["offline_topk"] = {"examples": len(rows), "without_logprobs": skipped, "k": max(len(r["teacher_ids"][0]) for r in rows)}
+    return kept, rows, report

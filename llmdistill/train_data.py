@@ -1,0 +1,158 @@
+"""Training examples for each objective, the validation split, and the preflight check.
+
+- ``label``: question -> answer only (gold or teacher answer), the paper's standard fine-tuning.
+- ``cot``: question -> rationale + answer, one completion.
+- ``step_by_step``: each trace gives a label example and a rationale example, with task-specific
+  prompts (``[label]`` / ``[rationale]`` task prefixes); at inference the student gets the label
+  prompt only.
+
+Prompts come from the same prompt file as the teacher's, rendered for the student's tokenizer;
+completions are re-written from the parsed rationale and answer, so runaway teacher text never
+reaches the student.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import statistics
+
+from llmdistill.answers import to_number
+from llmdistill.config import Config
+from llmdistill.errors import UserError
+from llmdistill.prompts import PromptRenderer, load_prompt
+from llmdistill.records import FilteredTrace, Problem, TrainExample
+from llmdistill.tasks import LETTERS
+
+log = logging.getLogger(__name__)
+
+
+def student_task(cfg: Config) -> str:
+    """The prompt task the trained student answers at inference."""
+    return "cot" if cfg.train.mode == "cot" else "label"
+
+
+def student_shots(cfg: Config) -> int | None:
+    return cfg.data.num_shots if cfg.train.num_shots is None else cfg.train.num_shots
+
+
+def gold_output(problem: Problem, cfg: Config) -> str | None:
+    """The gold answer written the way a model answers: '450' for SVAMP's '( 10.0 * 45.0 )'."""
+    if problem.answer is None:
+        return None
+    if cfg.data.answer_type == "numeric":
+        value = to_number(problem.answer)
+        if value is None:
+            raise UserError(f"problem {problem.id}: gold answer {problem.answer!r} is not a number")
+        return f"{round(value, 6):g}"
+    if cfg.data.answer_type == "choice" and problem.choices:
+        return f"({problem.answer}) {problem.choices[LETTERS.index(problem.answer)]}"
+    return problem.answer
+
+
+def in_validation(problem_id: str, fraction: float, seed: int) -> bool:
+    """A stable split by problem id: every sample of a problem lands on the same side."""
+    if fraction <= 0:
+        return False
+    h = int(hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < fraction
+
+
+def build_examples(cfg: Config, traces: list[FilteredTrace], tokenizer, problems: list[Problem] | None = None) -> list[TrainExample]:
+    """Examples for ``train.mode``; ``problems`` (the train split) for label training on gold answers.
+
+    Step-by-step examples come in (label, rationale) pairs of one trace, next to each other.
+    """
+    t = cfg.train
+    template = load_prompt(cfg.data.prompt)
+    render = PromptRenderer(template, tokenizer, student_shots(cfg), cfg.data.prompt_format)
+    prefix = render.completion_prefix
+
+    def example(row: Problem, sample: int, task: str, rationale: str, answer: str) -> TrainExample:
+        split = "validation" if in_validation(row.id, t.validation_fraction, t.seed) else "train"
+        return TrainExample(id=row.id, sample=sample, task=task, split=split, prompt=render(row.question, task),
+                            completion=prefix + template.output_text(task, rationale, answer))
+
+    def label_of(trace: FilteredTrace) -> str | None:
+        return gold_output(trace, cfg) if t.label_source == "gold" else trace.pred
+
+    out: list[TrainExample] = []
+    if t.mode == "label" and t.label_source == "gold":
+        if problems is None:
+            raise ValueError("label training on gold answers needs the train split's problems")
+        return [example(p, 0, "label", "", gold_output(p, cfg)) for p in problems if p.answer is not None]
+    if t.mode == "label":
+        seen = set()
+        for tr in traces:  # one example per distinct (problem, answer): n agreeing samples are one label
+            key = (tr.id, tr.answer_key or tr.pred)
+            if tr.pred is not None and key not in seen:
+                seen.add(key)
+                out.append(example(tr, tr.sample, "label", "", tr.pred))
+        return out
+    for tr in traces:
+        if t.mode == "cot":
+            out.append(example(tr, tr.sample, "cot", tr.rationale or "", tr.pred or ""))
+            continue
+        label = label_of(tr)
+        if label is not None:
+            out.append(example(tr, tr.sample, "label", "", label))
+        if (tr.rationale or "").strip():
+            out.append(example(tr, tr.sample, "rationale", tr.rationale, ""))
+    return out
+
+
+def _dist(values: list[int]) -> dict:
+    if not values:
+        return {"n": 0}
+    s = sorted(values)
+    return {"min": s[0], "p50": int(statistics.median(s)), "p95": s[min(len(s) - 1, int(0.95 * len(s)))], "max": s[-1], "mean": round(sum(s) / len(s), 1)}
+
+
+def preflight(cfg: Config, examples: list[TrainExample], tokenizer) -> tuple[list[TrainExample], dict]:
+    """Check lengths against ``train.max_length`` before any training step.
+
+    An example longer than ``max_length`` would be cut at the end, which is where its answer (and
+    EOS) are: refuse with the numbers, or with ``on_overlength: drop`` drop and count those
+    examples. Returns the examples to train on and the report (also written to preflight.json).
+    """
+    if tokenizer.eos_token is None:
+        raise UserError("the student's tokenizer has no EOS token: the student could never learn to stop")
+    warnings = []
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        warnings.append("the tokenizer has no pad token of its own; EOS is used for padding (padding is outside the loss)")
+    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False)["input_ids"]
+    completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
+    totals = [len(p) + len(c) + 1 for p, c in zip(prompts, completions)]  # + EOS
+    limit = cfg.train.max_length
+    over = [i for i, n in enumerate(totals) if n > limit]
+    in_eos = sum(tokenizer.eos_token in e.completion for e in examples)
+    if in_eos:
+        warnings.append(f"{in_eos} completions already contain the EOS token {tokenizer.eos_token!r} before their end")
+    report = {
+        "examples": len(examples),
+        "by_task": {task: sum(e.task == task for e in examples) for task in sorted({e.task for e in examples})},
+        "validation_examples": sum(e.split == "validation" for e in examples),
+        "max_length": limit,
+        "prompt_tokens": _dist([len(p) for p in prompts]),
+        "completion_tokens": _dist([len(c) + 1 for c in completions]),
+        "total_tokens": _dist(totals),
+        "over_max_length": len(over),
+        "warnings": warnings,
+    }
+    if over and cfg.train.on_overlength == "refuse":
+        worst = max(totals)
+        raise UserError(
+            f"preflight: {len(over)} of {len(examples)} training examples are longer than train.max_length={limit} tokens "
+            f"(longest {worst}, p95 {report['total_tokens']['p95']}); truncation would cut their answers. Raise train.max_length "
+            f"to at least {worst}, lower filter.length.max_tokens, or set train.on_overlength: drop"
+        )
+    keep = set(range(len(examples))) - set(over)
+    kept = [e for i, e in enumerate(examples) if i in keep]
+    report["dropped_over_max_length"] = [f"{examples[i].id}#{examples[i].sample}:{examples[i].task} ({totals[i]} tokens)" for i in over]
+    train_tokens = sum(totals[i] for i in keep if examples[i].split == "train")
+    report["train_tokens_per_epoch"] = train_tokens
+    for w in warnings:
+        log.warning("preflight: %s", w)
+    if not any(e.split == "train" for e in kept):
+        raise UserError("preflight: no training examples left (all are over max_length or in the validation split)")
+    return kept, report

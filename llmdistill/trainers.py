@@ -1,0 +1,151 @@
+"""TRL ``SFTTrainer`` subclasses for the objectives plain SFT cannot express.
+
+- ``StepByStepTrainer``: batches carry each example's task; the loss is
+  ``alpha * mean(label example losses) + (1 - alpha) * mean(rationale example losses)``, and a
+  sampler keeps the label and rationale examples of one trace in the same batch.
+- ``TopKDistillTrainer``: pre-tokenized teacher tokens with the teacher's top-k logprobs at each
+  completion position; the loss is ``(1 - lam) * CE + lam * KL(teacher top-k || student)``.
+
+Both compute a per-micro-batch mean and leave gradient accumulation to ``Trainer`` (which divides
+by the accumulation steps when ``model_accepts_loss_kwargs`` is off).
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import torch
+from torch.utils.data import Sampler
+
+from llmdistill.losses import per_example_mean, step_by_step_loss, topk_kl
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="TRL currently supports vLLM")
+    from trl import SFTTrainer
+
+
+class GroupSampler(Sampler):
+    """Shuffles groups (the examples of one trace), keeping each group's examples consecutive."""
+
+    def __init__(self, groups: list[int], seed: int):
+        self.groups, self.seed, self.epoch = groups, seed, 0
+        order: dict[int, list[int]] = {}
+        for i, g in enumerate(groups):
+            order.setdefault(g, []).append(i)
+        self.members = list(order.values())
+
+    def __iter__(self):
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        members = self.members[:]
+        rng.shuffle(members)
+        return iter([i for m in members for i in m])
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+class ExtraFieldsCollator:
+    """Wraps TRL's collator: pops per-example fields it does not know and adds them back as tensors."""
+
+    def __init__(self, base, scalars: tuple[str, ...] = (), sequences: dict[str, float] | None = None):
+        self.base, self.scalars, self.sequences = base, scalars, sequences or {}
+
+    def __call__(self, examples: list[dict]) -> dict:
+        extra = {k: [e.pop(k) for e in examples] for k in (*self.scalars, *self.sequences) if k in examples[0]}
+        batch = self.base(examples)
+        for k in self.scalars:
+            if k in extra:
+                batch[k] = torch.tensor(extra[k])
+        length = batch["input_ids"].shape[1]
+        for k, pad in self.sequences.items():
+            if k in extra:
+                rows = [torch.tensor(v, dtype=torch.float32 if isinstance(pad, float) else torch.long) for v in extra[k]]
+                width = rows[0].shape[-1]
+                out = torch.full((len(rows), length, width), pad, dtype=rows[0].dtype)
+                for i, r in enumerate(rows):
+                    out[i, : r.shape[0]] = r[:length]
+                batch[k] = out
+        return batch
+
+
+class _CustomLossTrainer(SFTTrainer):
+    EXTRA_COLUMNS: tuple[str, ...] = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False  # our loss is a per-micro-batch mean: let Trainer scale for accumulation
+        self.data_collator = self._wrap_collator(self.data_collator)
+
+    def _wrap_collator(self, base):
+        raise NotImplementedError
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *self.EXTRA_COLUMNS]))
+
+    def _record(self, name: str, value: torch.Tensor | None) -> None:
+        if value is not None:
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode][name].append(value.detach().float().item())
+
+
+class StepByStepTrainer(_CustomLossTrainer):
+    """Multi-task loss of Distilling Step-by-Step for a causal LM (label and rationale tasks)."""
+
+    EXTRA_COLUMNS = ("task", "group")
+
+    def __init__(self, *args, alpha: float, **kwargs):
+        self.alpha = alpha
+        super().__init__(*args, **kwargs)
+
+    def _wrap_collator(self, base):
+        return ExtraFieldsCollator(base, scalars=("task", "group"))
+
+    def _get_train_sampler(self, dataset=None):
+        dataset = dataset if dataset is not None else self.train_dataset
+        return GroupSampler(list(dataset["group"]), self.args.seed)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        task = inputs.pop("task")
+        inputs.pop("group", None)
+        outputs = model(**inputs, fused_lm_head=True, use_cache=False)
+        example_loss = per_example_mean(-outputs.log_probs, outputs.label_mask)
+        loss = step_by_step_loss(example_loss, task, self.alpha)
+        for task_id, name in ((0, "label_loss"), (1, "rationale_loss")):
+            chosen = task == task_id
+            self._record(name, example_loss[chosen].mean() if chosen.any() else None)
+        return (loss, outputs) if return_outputs else loss
+
+
+class TopKDistillTrainer(_CustomLossTrainer):
+    """SFT on the teacher's own tokens plus KL to its stored top-k next-token distributions."""
+
+    EXTRA_COLUMNS = ("teacher_ids", "teacher_logprobs")
+
+    def __init__(self, *args, lam: float, **kwargs):
+        self.lam = lam
+        super().__init__(*args, **kwargs)
+
+    def _wrap_collator(self, base):
+        return ExtraFieldsCollator(base, sequences={"teacher_ids": -1, "teacher_logprobs": 0.0})
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        teacher_ids, teacher_logprobs = inputs.pop("teacher_ids"), inputs.pop("teacher_logprobs")
+        labels = inputs.pop("labels")
+        outputs = model(**inputs, use_cache=False)
+        logits = outputs.logits[:, :-1]
+        target = labels[:, 1:]
+        mask = target != -100
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), ignore_index=-100, reduction="none")
+        ce = ce.view(target.shape)
+        ce_mean = (ce * mask).sum() / mask.sum().clamp(min=1)
+        ids, lps = teacher_ids[:, 1:], teacher_logprobs[:, 1:]
+        has_teacher = (ids >= 0).any(-1) & mask
+        kl = topk_kl(logits, ids, lps)
+        kl_mean = (kl * has_teacher).sum() / has_teacher.sum().clamp(min=1)
+        loss = (1 - self.lam) * ce_mean + self.lam * kl_mean
+        self._record("ce_loss", ce_mean)
+        self._record("topk_kl", kl_mean)
+        return (loss, outputs) if return_outputs else loss
