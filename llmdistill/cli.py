@@ -64,7 +64,11 @@ def _print_headline(stage: str, stats: dict, cfg) -> None:
         typer.echo(f"  {stats['steps']} steps on {stats['examples']} examples, train loss {stats['train_loss']}")
     elif stage == "evaluate":
         for name, acc in stats["accuracy"].items():
-            typer.echo(f"  {name:<13} accuracy {'-' if acc is None else f'{100 * acc:.1f}%'}")
+            ci = (stats.get("ci") or {}).get(name)
+            interval = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
+            typer.echo(f"  {name:<13} accuracy {'-' if acc is None else f'{100 * acc:.1f}%'}{interval}")
+        if stats.get("gap_closed") is not None:
+            typer.echo(f"  gap closed    {100 * stats['gap_closed']:.1f}%")
         typer.echo(f"  report: {cfg.stage_dir('evaluate') / 'report.md'}")
 
 

@@ -278,10 +278,43 @@ class KDConfig(Section):
     lam: float = Field(default=0.5, ge=0, le=1)  # offline_topk: weight of the KL term
 
 
+class BaselineModel(Section):
+    """Another model to evaluate beside the teacher and student (e.g. a same-size model trained elsewhere)."""
+
+    name: str
+    model_name_or_path: str
+    task: Literal["cot", "label"] = "cot"  # the prompt it is asked with
+    num_shots: int | None = None  # None: data.num_shots
+
+
 class EvaluateConfig(Section):
     models: list[Literal["teacher", "student_init", "student"]] = ["teacher", "student_init", "student"]
+    baselines: list[BaselineModel] = []
     max_new_tokens: int = Field(default=256, ge=1)
     batch_size: int = Field(default=16, ge=1)
+    # Besides the greedy answer: `samples` sampled answers per problem for maj@n and pass@k.
+    samples: int = Field(default=0, ge=0)
+    temperature: float = Field(default=0.7, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    pass_k: list[int] = [1]
+    seed: int = 0
+    bootstrap: int = Field(default=10000, ge=100)  # resamples for the confidence intervals
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    disagreements: int = Field(default=3, ge=0)  # sample problems where teacher and student differ, in the report
+    # Label-prompt students (label, step_by_step) answer without a rationale; also ask them for one
+    # on the first N test problems, to read (rationales.jsonl; not scored).
+    inspect_rationales: int = Field(default=0, ge=0)
+    plot: bool = True
+
+    @model_validator(mode="after")
+    def _samples(self):
+        bad = [k for k in self.pass_k if k < 1 or (self.samples and k > self.samples)]
+        if self.samples and bad:
+            raise ValueError(f"evaluate.pass_k {bad}: each k must be between 1 and evaluate.samples={self.samples}")
+        names = [b.name for b in self.baselines]
+        if len(set(names)) != len(names) or set(names) & {"teacher", "student_init", "student"}:
+            raise ValueError(f"evaluate.baselines names must be distinct and not teacher/student_init/student: {names}")
+        return self
 
 
 class Config(Section):

@@ -1,5 +1,7 @@
-"""Stage 4, evaluate: every configured model answers the test split with the same prompt,
-the same decoding settings and the same answer checker, and the report compares them.
+"""Stage 4, evaluate: every configured model answers the test split with the same answer checker
+and greedy decoding, each asked the way it is meant to be used (the teacher with the few-shot CoT
+prompt, a label/step-by-step student with the label prompt); the report compares them with
+bootstrap confidence intervals, paired McNemar tests and the teacher gap closed.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from llmdistill.answers import parse_completion
-from llmdistill.backends import Backend, Request, SamplingParams, get_backend
+from llmdistill.backends import Backend, Request, SamplingParams, get_backend, request_seed
 from llmdistill.config import Config
 from llmdistill.data import load_problems
-from llmdistill.jsonl import write_rows
 from llmdistill.generate import teacher_backend
+from llmdistill.jsonl import write_rows
 from llmdistill.prompts import build_prompt, load_prompt, wants_chat
 from llmdistill.records import EvalResult, Problem
 from llmdistill.report import write_report
@@ -28,16 +30,18 @@ from llmdistill.train_data import student_shots, student_task
 log = logging.getLogger(__name__)
 
 
-def model_paths(cfg: Config) -> dict[str, str]:
-    paths = {}
+def model_specs(cfg: Config) -> dict[str, dict]:
+    """Name -> path, prompt task and shots of every model to evaluate."""
+    specs = {}
     for name in cfg.evaluate.models:
         if name == "teacher":
-            paths[name] = cfg.teacher.model_name_or_path
-        elif name == "student_init":
-            paths[name] = materialize_student(cfg)
+            specs[name] = {"path": cfg.teacher.model_name_or_path, "task": "cot", "shots": cfg.data.num_shots}
         else:
-            paths[name] = str(cfg.stage_dir("train") / "model")
-    return paths
+            path = materialize_student(cfg) if name == "student_init" else str(cfg.stage_dir("train") / "model")
+            specs[name] = {"path": path, "task": student_task(cfg), "shots": student_shots(cfg)}
+    for b in cfg.evaluate.baselines:
+        specs[b.name] = {"path": b.model_name_or_path, "task": b.task, "shots": cfg.data.num_shots if b.num_shots is None else b.num_shots}
+    return specs
 
 
 def disk_size(path: str) -> int | None:
@@ -47,81 +51,124 @@ def disk_size(path: str) -> int | None:
     return sum(f.stat().st_size for f in p.glob("*") if f.suffix in (".safetensors", ".bin", ".pt"))
 
 
-def prompt_for(cfg: Config, name: str) -> tuple[str, int | None]:
-    """(task, shots) a model is asked with: the teacher's few-shot CoT prompt, or the prompt the
-    student is trained on (and its untrained copy asked the same way, for a fair before/after)."""
-    if name == "teacher":
-        return "cot", cfg.data.num_shots
-    return student_task(cfg), student_shots(cfg)
-
-
-def answer_all(cfg: Config, name: str, backend: Backend, problems: list[Problem]) -> list[EvalResult]:
+def answer_all(cfg: Config, name: str, backend: Backend, problems: list[Problem], task: str, shots: int | None,
+               params: SamplingParams, first_sample: int = 0) -> list[EvalResult]:
+    """``params.n`` answers per problem, each parsed and checked; numbered from ``first_sample``."""
     template = load_prompt(cfg.data.prompt)
-    task, shots = prompt_for(cfg, name)
     chat = wants_chat(cfg.data.prompt_format, backend.supports_chat)
-    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.evaluate.max_new_tokens, stop=template.stop)
     results, bs = [], cfg.evaluate.batch_size
-    for start in tqdm(range(0, len(problems), bs), desc=f"evaluate {name}", unit="batch"):
+    desc = f"evaluate {name}" + (f" ({params.n} samples)" if first_sample else "")
+    for start in tqdm(range(0, len(problems), bs), desc=desc, unit="batch"):
         chunk = problems[start : start + bs]
-        requests = [Request(id=p.id, index=start + i, prompt=build_prompt(template, p.question, shots, chat, task=task)) for i, p in enumerate(chunk)]
+        requests = [Request(id=p.id, index=start + i, prompt=build_prompt(template, p.question, shots, chat, task=task),
+                            seed=request_seed(params.seed, p.id)) for i, p in enumerate(chunk)]
         outs = backend.generate(requests, params)
-        for p, (c,) in zip(chunk, outs):
-            parsed = parse_completion(c.text, template.stop, cfg.data.answer_regex)
-            verdict, _, _ = check_answer(parsed.answer, p, cfg.data)
-            results.append(EvalResult(
-                id=p.id, model=name, question=p.question, gold=p.answer, output=c.text, pred=parsed.answer, verdict=verdict,
-                finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, latency_s=c.latency_s,
-            ))
+        for p, completions in zip(chunk, outs):
+            for s, c in enumerate(completions):
+                parsed = parse_completion(c.text, template.stop, cfg.data.answer_regex)
+                verdict, _, key = check_answer(parsed.answer, p, cfg.data)
+                results.append(EvalResult(
+                    id=p.id, model=name, sample=first_sample + s, question=p.question, gold=p.answer, output=c.text, pred=parsed.answer,
+                    verdict=verdict, answer_key=key, finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens,
+                    completion_tokens=c.completion_tokens, latency_s=c.latency_s,
+                ))
     return results
 
 
-def summarize(results: list[EvalResult], params: int, size: int | None, seconds: float) -> dict:
+def summarize(results: list[EvalResult], params: int | None, size: int | None, seconds: float) -> dict:
     v = Counter(r.verdict for r in results)
     labelled = len(results) - v["unlabeled"]
     out_tokens = sum(r.completion_tokens for r in results)
+    n = max(len(results), 1)
     return {
         "n": len(results),
         "correct": v["correct"],
         "wrong": v["wrong"],
         "unparseable": v["unparseable"],
+        "truncated": sum(r.finish_reason == "length" for r in results),
         "accuracy": round(v["correct"] / labelled, 4) if labelled else None,
         "parameters": params,
         "size_bytes": size,
-        "prompt_tokens_per_problem": round(sum(r.prompt_tokens for r in results) / max(len(results), 1), 1),
-        "output_tokens_per_problem": round(out_tokens / max(len(results), 1), 1),
-        "latency_s_per_problem": round(sum(r.latency_s for r in results) / max(len(results), 1), 4),
+        "prompt_tokens_per_problem": round(sum(r.prompt_tokens for r in results) / n, 1),
+        "output_tokens_per_problem": round(out_tokens / n, 1),
+        "latency_s_per_problem": round(sum(r.latency_s for r in results) / n, 4),
         "output_tokens_per_s": round(out_tokens / max(seconds, 1e-9), 1),
+        "problems_per_s": round(len(results) / max(seconds, 1e-9), 3),
         "seconds": round(seconds, 2),
     }
 
 
+def sampled_metrics(samples: list[EvalResult], pass_k: list[int]) -> dict:
+    """maj@n (majority over parseable sampled answers, ties to the first seen) and pass@k."""
+    from llmdistill.stats import pass_at_k
+
+    by_problem: dict[str, list[EvalResult]] = {}
+    for r in samples:
+        by_problem.setdefault(r.id, []).append(r)
+    n = len(next(iter(by_problem.values()))) if by_problem else 0
+    maj = 0
+    passk = {k: 0.0 for k in pass_k}
+    for rows in by_problem.values():
+        keys = [r.answer_key for r in rows if r.answer_key is not None]
+        if keys:
+            top = Counter(keys).most_common()
+            best = next(k for k in keys if Counter(keys)[k] == top[0][1])
+            maj += next(r.verdict == "correct" for r in rows if r.answer_key == best)
+        c = sum(r.verdict == "correct" for r in rows)
+        for k in pass_k:
+            passk[k] += pass_at_k(len(rows), c, k)
+    m = max(len(by_problem), 1)
+    return {"n_samples": n, f"maj@{n}": round(maj / m, 4), "pass@k": {str(k): round(v / m, 4) for k, v in passk.items()}}
+
+
+def _backend(cfg: Config, name: str, path: str, backends: dict | None):
+    backend = (backends or {}).get(name)
+    if backend is None and name == "teacher":
+        backend = teacher_backend(cfg, cfg.data.test_split)
+    elif backend is None:
+        backend = get_backend("transformers", model_name_or_path=path, dtype=cfg.teacher.dtype, device=cfg.teacher.device, batch_size=cfg.evaluate.batch_size)
+    return backend
+
+
 def evaluate(cfg: Config, backends: dict[str, Backend] | None = None) -> dict:
-    """Evaluate each model in ``evaluate.models``; ``backends`` lets tests inject models by name."""
-    if "student" in cfg.evaluate.models:
+    """Evaluate each configured model; ``backends`` lets tests inject models by name."""
+    from llmdistill.report import compare
+
+    e = cfg.evaluate
+    if "student" in e.models:
         require_complete(cfg, "train")
     with StageRun(cfg, "evaluate") as run:
         problems = load_problems(cfg.data, cfg.data.test_split)
-        all_results, models = [], {}
-        for name, path in model_paths(cfg).items():
-            backend = (backends or {}).get(name)
-            if backend is None and name == "teacher":
-                backend = teacher_backend(cfg, cfg.data.test_split)
-            elif backend is None:
-                backend = get_backend("transformers", model_name_or_path=path, dtype=cfg.teacher.dtype, device=cfg.teacher.device, batch_size=cfg.evaluate.batch_size)
+        greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=e.max_new_tokens, stop=load_prompt(cfg.data.prompt).stop, seed=e.seed)
+        sampled = SamplingParams(n=e.samples, temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens, stop=greedy.stop, seed=e.seed)
+        all_results, rationales, models = [], [], {}
+        for name, spec in model_specs(cfg).items():
+            backend = _backend(cfg, name, spec["path"], backends)
             if hasattr(backend, "check_alignment"):
                 backend.check_alignment([p.id for p in problems])
             t0 = time.time()
-            results = answer_all(cfg, name, backend, problems)
-            task, shots = prompt_for(cfg, name)
-            models[name] = {"path": path, "backend": backend.name, "prompt": f"{task}, {shots if shots is not None else 'all'} shots", **summarize(results, backend.num_parameters(), disk_size(path), time.time() - t0)}
+            results = answer_all(cfg, name, backend, problems, spec["task"], spec["shots"], greedy)
+            seconds = time.time() - t0
+            models[name] = {"path": spec["path"], "backend": backend.name, "prompt": f"{spec['task']}, {spec['shots'] if spec['shots'] is not None else 'all'} shots",
+                            **summarize(results, backend.num_parameters(), disk_size(spec["path"]), seconds)}
+            if e.samples and backend.name != "replay":
+                samples = answer_all(cfg, name, backend, problems, spec["task"], spec["shots"], sampled, first_sample=1)
+                models[name].update(sampled_metrics(samples, e.pass_k))
+                results += samples
+            if e.inspect_rationales and spec["task"] == "label":
+                rationales += answer_all(cfg, f"{name}:rationale", backend, problems[: e.inspect_rationales], "rationale", spec["shots"], greedy)
             backend.close()
-            log.info("%s: accuracy %s on %d problems", name, models[name]["accuracy"], len(results))
+            log.info("%s: accuracy %s on %d problems", name, models[name]["accuracy"], len(problems))
             all_results.extend(results)
         write_rows(run.dir / "results.jsonl", all_results)
-        report = {"split": cfg.data.test_split, "problems": len(problems), "models": models}
-        write_report(run.dir, report)
+        if rationales:
+            write_rows(run.dir / "rationales.jsonl", rationales)
+        report = {"split": cfg.data.test_split, "problems": len(problems), "models": models,
+                  **compare(all_results, models, problems, e.bootstrap, e.confidence, e.seed, e.disagreements)}
+        write_report(run.dir, report, plot=e.plot)
         if "student" in models:
             from llmdistill.modelcard import add_evaluation
 
-            add_evaluation(Path(models["student"]["path"]), (run.dir / "report.md").read_text())
-        return run.finish({"problems": len(problems), "accuracy": {k: m["accuracy"] for k, m in models.items()}})
+            add_evaluation(Path(models["student"]["path"]), report, (run.dir / "report.md").read_text())
+        return run.finish({"problems": len(problems), "accuracy": {k: m["accuracy"] for k, m in models.items()},
+                           "ci": {k: m.get("ci") for k, m in models.items()}, "gap_closed": report.get("gap_closed")})

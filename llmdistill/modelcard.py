@@ -63,12 +63,22 @@ def write_model_card(cfg: Config, model_dir: Path, stats: dict) -> None:
     (model_dir / "README.md").write_text("\n".join(lines))
 
 
-def add_evaluation(model_dir: Path, report_md: str) -> None:
-    """Replace the card's evaluation section with the evaluate stage's table."""
+def add_evaluation(model_dir: Path, report: dict, report_md: str) -> None:
+    """Replace the card's evaluation section with the headline numbers and the report's table."""
+    from llmdistill.report import fmt_accuracy
+
     card = model_dir / "README.md"
     if not card.is_file():
         return
     text = card.read_text()
     text = re.split(rf"\n{re.escape(EVAL_HEADING)}\n", text)[0].rstrip() + "\n"
-    body = re.sub(r"^# .*\n", "", report_md).strip()
-    card.write_text(f"{text}\n{EVAL_HEADING}\n\n{body}\n")
+    m = report["models"]
+    head = [f"On the {report['split']} split ({report['problems']} problems), greedy: student {fmt_accuracy(m['student'])}"]
+    if "teacher" in m:
+        head.append(f"teacher {fmt_accuracy(m['teacher'])}")
+    if "student_init" in m:
+        head.append(f"untrained student {fmt_accuracy(m['student_init'])}")
+    headline = ", ".join(head) + (f"; gap closed {100 * report['gap_closed']:.1f}%." if report.get("gap_closed") is not None else ".")
+    table = report_md.split("\n## ")[0]  # the main table and its notes, without pairs and samples
+    body = re.sub(r"^# .*\n", "", table).replace("![accuracy against size and latency](accuracy.png)", "").strip()
+    card.write_text(f"{text}\n{EVAL_HEADING}\n\n{headline}\n\n{body}\n")

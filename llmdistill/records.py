@@ -97,11 +97,13 @@ class EvalResult(Row):
 
     id: str
     model: str
+    sample: int = 0  # 0: the greedy answer; 1..n: sampled answers (evaluate.samples)
     question: str
     gold: str | None
     output: str
     pred: str | None
     verdict: Literal["correct", "wrong", "unparseable", "unlabeled"]
+    answer_key: str | None = None  # the normalized answer, for majority voting
     finish_reason: Literal["stop", "length", "unknown"] = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -1,12 +1,49 @@
-"""The evaluation report: ``report.json`` for machines, ``report.md`` for people."""
+"""The evaluation report: ``report.json`` for machines, ``report.md`` for people, and
+``accuracy.png`` (accuracy with confidence intervals against model size and latency)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+from itertools import combinations
 from pathlib import Path
 
+from llmdistill.records import EvalResult, Problem
+from llmdistill.stats import agreement, bootstrap_ci, gap_closed, mcnemar_exact
+
+log = logging.getLogger(__name__)
+
 LABELS = {"teacher": "teacher", "student_init": "student (before training)", "student": "student (after training)"}
+
+
+def compare(results: list[EvalResult], models: dict, problems: list[Problem], n_boot: int, level: float, seed: int, n_disagree: int) -> dict:
+    """Adds each model's CI and speed-up to ``models``; returns the pairwise tests, the gap
+    closed and sample disagreements (greedy answers only)."""
+    greedy = {name: {r.id: r for r in results if r.model == name and r.sample == 0} for name in models}
+    order = [p.id for p in problems if p.answer is not None]
+    correct = {name: [greedy[name][pid].verdict == "correct" for pid in order] for name in models}
+    teacher_latency = models.get("teacher", {}).get("latency_s_per_problem")
+    for name, m in models.items():
+        ci = bootstrap_ci(correct[name], n_boot, level, seed)
+        m["ci"] = [round(ci[0], 4), round(ci[1], 4)] if ci else None
+        lat = m.get("latency_s_per_problem")
+        m["speedup_vs_teacher"] = round(teacher_latency / lat, 2) if teacher_latency and lat else None
+    pairs = []
+    for a, b in combinations(models, 2):
+        table = agreement(correct[a], correct[b])
+        pairs.append({"a": a, "b": b, **table, "mcnemar_p": round(mcnemar_exact(table["only_a"], table["only_b"]), 4)})
+    acc = {k: m["accuracy"] for k, m in models.items()}
+    gap = gap_closed(acc.get("student"), acc.get("student_init"), acc.get("teacher"))
+    disagreements = []
+    if "teacher" in models and "student" in models:
+        for pid in order:
+            t, s = greedy["teacher"][pid], greedy["student"][pid]
+            if (t.verdict == "correct") != (s.verdict == "correct") and len(disagreements) < n_disagree:
+                disagreements.append({"id": pid, "question": t.question, "gold": t.gold,
+                                      "teacher": {"pred": t.pred, "verdict": t.verdict, "output": t.output[:400]},
+                                      "student": {"pred": s.pred, "verdict": s.verdict, "output": s.output[:400]}})
+    return {"confidence": level, "bootstrap": n_boot, "pairs": pairs, "gap_closed": None if gap is None else round(gap, 4), "disagreements": disagreements}
 
 
 def _fmt_params(n: int | None) -> str:
@@ -17,26 +54,93 @@ def _fmt_size(n: int | None) -> str:
     return "-" if not n else f"{n / 2**20:.0f} MiB"
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def fmt_accuracy(m: dict) -> str:
+    acc = _pct(m["accuracy"])
+    return acc if not m.get("ci") else f"{acc} [{100 * m['ci'][0]:.1f}, {100 * m['ci'][1]:.1f}]"
+
+
 def render_markdown(report: dict) -> str:
+    level = round(100 * report.get("confidence", 0.95))
+    sampled = any("n_samples" in m for m in report["models"].values())
     lines = [
         f"# Evaluation on the {report['split']} split ({report['problems']} problems)",
         "",
-        "| model | prompt | params | size | accuracy | correct | wrong | unparseable | output tokens/problem | latency/problem |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| model | prompt | params | size | accuracy [{level}% CI] | correct | wrong | unparseable |"
+        + (" maj@n | pass@k |" if sampled else "") + " output tokens/problem | latency/problem | speed-up vs teacher |",
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if sampled else "") + "---|---|---|",
     ]
     for name, m in report["models"].items():
-        acc = "-" if m["accuracy"] is None else f"{100 * m['accuracy']:.1f}%"
+        extra = ""
+        if sampled:
+            maj = next((v for k, v in m.items() if k.startswith("maj@")), None)
+            passk = ", ".join(f"@{k} {_pct(v)}" for k, v in m.get("pass@k", {}).items()) or "-"
+            extra = f" {_pct(maj) if maj is not None else '-'} (n={m.get('n_samples', '-')}) | {passk} |"
+        speed = "-" if m.get("speedup_vs_teacher") is None else f"{m['speedup_vs_teacher']}x"
         lines.append(
-            f"| {LABELS.get(name, name)} | {m.get('prompt', '-')} | {_fmt_params(m['parameters'])} | {_fmt_size(m['size_bytes'])} | {acc} | {m['correct']} | {m['wrong']} "
-            f"| {m['unparseable']} | {m['output_tokens_per_problem']} | {m['latency_s_per_problem'] * 1000:.0f} ms |"
+            f"| {LABELS.get(name, name)} | {m.get('prompt', '-')} | {_fmt_params(m['parameters'])} | {_fmt_size(m['size_bytes'])} | {fmt_accuracy(m)} "
+            f"| {m['correct']} | {m['wrong']} | {m['unparseable']} |{extra} {m['output_tokens_per_problem']} | {m['latency_s_per_problem'] * 1000:.0f} ms | {speed} |"
         )
-    lines += ["", "Every model decodes greedily and is scored by the same answer checker. The teacher gets the few-shot "
-              "chain-of-thought prompt (`cot`); the student, before and after training, the prompt it is trained on "
-              "(`label`: the answer alone, for the label and step-by-step objectives).", ""]
+    lines += ["", "Every model decodes greedily and is scored by the same answer checker; unparseable answers are counted "
+              "on their own (and are not correct). The teacher gets the few-shot chain-of-thought prompt (`cot`); the student, "
+              "before and after training, the prompt it is trained on (`label`: the answer alone, for the label and "
+              f"step-by-step objectives). Intervals: percentile bootstrap over problems ({report.get('bootstrap', '-')} resamples).", ""]
+    if report.get("gap_closed") is not None:
+        lines += [f"**Gap closed**: {100 * report['gap_closed']:.1f}% of the teacher's lead over the untrained student "
+                  "((student after - student before) / (teacher - student before)).", ""]
+    if report.get("pairs"):
+        lines += ["## Paired comparisons", "", "| A | B | both right | only A | only B | neither | McNemar exact p |", "|---|---|---|---|---|---|---|"]
+        for p in report["pairs"]:
+            lines.append(f"| {LABELS.get(p['a'], p['a'])} | {LABELS.get(p['b'], p['b'])} | {p['both']} | {p['only_a']} | {p['only_b']} | {p['neither']} | {p['mcnemar_p']:.3g} |")
+        lines.append("")
+    if report.get("disagreements"):
+        lines += ["## Sample disagreements (teacher vs student)", ""]
+        for d in report["disagreements"]:
+            lines += [f"**{d['id']}** (gold {d['gold']}): {d['question'][:300]}", "",
+                      f"- teacher ({d['teacher']['verdict']}, answered {d['teacher']['pred']}): {d['teacher']['output'][:300]!r}",
+                      f"- student ({d['student']['verdict']}, answered {d['student']['pred']}): {d['student']['output'][:300]!r}", ""]
+    if report.get("plot"):
+        lines += [f"![accuracy against size and latency]({report['plot']})", ""]
     return "\n".join(lines)
 
 
-def write_report(out_dir: Path, report: dict) -> None:
+def plot_accuracy(report: dict, path: Path) -> bool:
+    """Accuracy with CIs against parameters and against latency, one point per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = {k: m for k, m in report["models"].items() if m["accuracy"] is not None}
+    if not any(m.get("parameters") or m.get("latency_s_per_problem") for m in models.values()):
+        return False  # e.g. a replayed teacher alone: neither its size nor its latency is known
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "parameters", "parameters"), (axes[1], "latency_s_per_problem", "latency per problem (s)")):
+        for name, m in models.items():
+            x = m.get(key)
+            if not x:
+                continue
+            y = 100 * m["accuracy"]
+            err = [[y - 100 * m["ci"][0]], [100 * m["ci"][1] - y]] if m.get("ci") else None
+            ax.errorbar([x], [y], yerr=err, fmt="o", capsize=4, label=LABELS.get(name, name))
+            ax.annotate(LABELS.get(name, name), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{report['split']} split, {report['problems']} problems ({round(100 * report.get('confidence', 0.95))}% bootstrap CIs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_report(out_dir: Path, report: dict, plot: bool = True) -> None:
+    if plot and plot_accuracy(report, out_dir / "accuracy.png"):
+        report["plot"] = "accuracy.png"
     for name, text in (("report.json", json.dumps(report, indent=2)), ("report.md", render_markdown(report))):
         tmp = out_dir / (name + ".tmp")
         tmp.write_text(text)

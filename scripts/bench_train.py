@@ -44,7 +44,7 @@ def config(out: str, model: str, mode: str, packing: bool, args):
         "output_dir": out,
         "data": {"path": str(SVAMP), "question_field": "input", "answer_field": "label", "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml"), "num_shots": 2},
         "teacher": {"model_name_or_path": "PaLM-540B", "backend": "replay",
-                    "replay": {"train": [str(SVAMP / "palm" / "train_CoT_0.json")], "test": [str(SVAMP / "palm" / "test_CoT_0.json")]}},
+                    "replay": {"train": [str(SVAMP / "palm" / "train_CoT_0.json"), str(SVAMP / "palm" / "train_CoT_1.json")], "test": [str(SVAMP / "palm" / "test_CoT_0.json")]}},
         "filter": {"decontaminate": {"enabled": False}},
         "student": {"init": "pretrained", "model_name_or_path": model},
         "train": {"mode": mode, "num_shots": 0, "packing": packing, "max_length": 512, "per_device_train_batch_size": args.batch_size,

@@ -70,7 +70,11 @@ def test_run_end_to_end_then_skips_everything(make_config, scripted):
     report = json.loads((run / "evaluate" / "report.json").read_text())
     assert set(report["models"]) == {"teacher", "student_init", "student"}
     assert report["models"]["teacher"]["accuracy"] == 1.0 and report["models"]["student"]["n"] == 4
-    assert "student (after training)" in (run / "evaluate" / "report.md").read_text()
+    md = (run / "evaluate" / "report.md").read_text()
+    assert "student (after training)" in md and "accuracy [95% CI]" in md and "McNemar" in md and "![accuracy" in md
+    assert (run / "evaluate" / "accuracy.png").stat().st_size > 1000
+    assert report["gap_closed"] is not None or report["models"]["teacher"]["accuracy"] == report["models"]["student_init"]["accuracy"]
+    assert "accuracy 100.0% [100.0, 100.0]" in result.output
     calls = scripted.calls
     again = invoke("run", cfg)
     assert again.exit_code == 0 and again.output.count(": skipped") == 4 and scripted.calls == calls

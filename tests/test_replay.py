@@ -84,3 +84,5 @@ def test_svamp_palm_teacher_evaluates_from_replay(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     teacher = json.loads((tmp_path / "evaluate" / "report.json").read_text())["models"]["teacher"]
     assert teacher["n"] == 200 and 0.75 <= teacher["accuracy"] <= 0.80 and teacher["backend"] == "replay"
+    lo, hi = teacher["ci"]
+    assert lo < teacher["accuracy"] < hi and 0.05 < hi - lo < 0.15  # about +-6 points on 200 problems

@@ -1,0 +1,108 @@
+"""Evaluation statistics against hand-computed cases, and the report built from them."""
+
+import json
+from math import comb
+
+import pytest
+
+from llmdistill.config import load_config
+from llmdistill.records import EvalResult, Problem
+from llmdistill.report import compare, render_markdown, write_report
+from llmdistill.stats import agreement, bootstrap_ci, gap_closed, mcnemar_exact, pass_at_k
+
+
+def test_mcnemar_exact_by_hand():
+    # 1 vs 7 discordant pairs: p = 2 * (C(8,0) + C(8,1)) / 2^8 = 18/256
+    assert mcnemar_exact(1, 7) == pytest.approx(18 / 256)
+    assert mcnemar_exact(7, 1) == pytest.approx(18 / 256)
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(3, 3) == 1.0  # capped at 1
+    assert mcnemar_exact(0, 10) == pytest.approx(2 / 1024)
+    assert mcnemar_exact(2, 10) == pytest.approx(2 * sum(comb(12, i) for i in range(3)) / 2**12)
+
+
+def test_agreement_table():
+    a = [True, True, False, False, True]
+    b = [True, False, True, False, False]
+    assert agreement(a, b) == {"both": 1, "only_a": 2, "only_b": 1, "neither": 1}
+    with pytest.raises(ValueError):
+        agreement(a, b[:3])
+
+
+def test_bootstrap_ci_cases():
+    assert bootstrap_ci([True] * 20) == (1.0, 1.0)
+    assert bootstrap_ci([]) is None
+    lo, hi = bootstrap_ci([True] * 77 + [False] * 23, n_boot=20000)
+    # normal approximation: 0.77 +- 1.96 * sqrt(0.77 * 0.23 / 100) = [0.6875, 0.8525]
+    assert lo == pytest.approx(0.6875, abs=0.015) and hi == pytest.approx(0.8525, abs=0.015)
+    assert bootstrap_ci([True, False] * 30, seed=3) == bootstrap_ci([True, False] * 30, seed=3)  # seeded
+
+
+def test_gap_closed_and_pass_at_k():
+    assert gap_closed(0.5, 0.2, 0.8) == pytest.approx(0.5)
+    assert gap_closed(0.1, 0.2, 0.8) == pytest.approx(-1 / 6)
+    assert gap_closed(0.5, 0.2, 0.2) is None and gap_closed(None, 0.2, 0.8) is None
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - comb(3, 2) / comb(4, 2))
+    assert pass_at_k(4, 0, 3) == 0.0 and pass_at_k(4, 2, 3) == 1.0
+
+
+def _results(model: str, verdicts: str) -> list[EvalResult]:
+    v = {"c": "correct", "w": "wrong", "u": "unparseable"}
+    return [EvalResult(id=f"p{i}", model=model, question=f"q{i}", gold="1", output=f"out {x}", pred=None if x == "u" else "1",
+                       verdict=v[x], latency_s=0.5 if model == "teacher" else 0.1) for i, x in enumerate(verdicts)]
+
+
+def test_compare_and_render(tmp_path):
+    problems = [Problem(id=f"p{i}", question=f"q{i}", answer="1") for i in range(6)]
+    results = _results("teacher", "cccccw") + _results("student_init", "wwuuww") + _results("student", "cccwwu")
+    models = {name: {"accuracy": acc, "correct": 0, "wrong": 0, "unparseable": 0, "parameters": p, "size_bytes": None,
+                     "output_tokens_per_problem": 10, "latency_s_per_problem": lat, "prompt": "cot, 2 shots"}
+              for name, acc, p, lat in (("teacher", 5 / 6, 1e9, 0.5), ("student_init", 0.0, 1e8, 0.1), ("student", 0.5, 1e8, 0.1))}
+    report = {"split": "test", "problems": 6, "models": models, **compare(results, models, problems, 1000, 0.95, 0, 2)}
+    assert report["gap_closed"] == pytest.approx(0.5 / (5 / 6))
+    pair = next(p for p in report["pairs"] if p["a"] == "teacher" and p["b"] == "student")
+    assert (pair["both"], pair["only_a"], pair["only_b"], pair["neither"]) == (3, 2, 0, 1)
+    assert pair["mcnemar_p"] == pytest.approx(0.5)
+    assert models["student"]["speedup_vs_teacher"] == 5.0
+    assert [d["id"] for d in report["disagreements"]] == ["p3", "p4"]
+    write_report(tmp_path, report)
+    md = (tmp_path / "report.md").read_text()
+    assert "| student (after training) | cot, 2 shots |" in md and "50.0% [" in md and "Gap closed**: 60.0%" in md
+    assert "| teacher | student (after training) | 3 | 2 | 0 | 1 | 0.5 |" in md
+    assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "report.json").read_text())["plot"] == "accuracy.png"
+
+
+def test_samples_give_maj_at_n_and_pass_at_k(make_config, scripted):
+    from llmdistill.evaluate import evaluate
+
+    scripted.SCRIPT = {f"Mia has {i + 10} pens and gets 1 more. How many pens does Mia have?":
+                       [f"The answer is {i + 11}.", "The answer is 0.", f"So {i + 11}. The answer is {i + 11}."] for i in range(4)}
+    cfg = load_config(make_config(evaluate={"models": ["teacher"], "samples": 3, "pass_k": [1, 2]}))
+    stats = evaluate(cfg)
+    report = json.loads((cfg.stage_dir("evaluate") / "report.json").read_text())["models"]["teacher"]
+    # samples cycle through the 3 scripted answers: 2 of 3 right on every problem
+    assert report["maj@3"] == 1.0 and report["pass@k"] == {"1": pytest.approx(2 / 3, abs=1e-4), "2": 1.0}
+    assert stats["accuracy"]["teacher"] == 1.0
+    rows = [json.loads(x) for x in (cfg.stage_dir("evaluate") / "results.jsonl").read_text().splitlines()]
+    assert sorted({r["sample"] for r in rows}) == [0, 1, 2, 3]
+
+
+def test_label_students_can_be_asked_for_rationales(make_config, scripted):
+    from llmdistill.evaluate import evaluate
+    from llmdistill.filter import filter_traces
+    from llmdistill.generate import generate
+    from llmdistill.train import train
+    from tests.conftest import correct_script
+
+    scripted.SCRIPT = correct_script()
+    cfg = load_config(make_config(train={"mode": "step_by_step"}, evaluate={"models": ["student"], "inspect_rationales": 2}))
+    generate(cfg)
+    filter_traces(cfg)
+    train(cfg)
+    evaluate(cfg)
+    rows = [json.loads(x) for x in (cfg.stage_dir("evaluate") / "rationales.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]["model"] == "student:rationale"
+    card = (cfg.stage_dir("train") / "model" / "README.md").read_text()
+    assert "greedy: student" in card
