@@ -17,6 +17,9 @@ Verdict = Literal["correct", "wrong", "unparseable", "unlabeled"]
 _ANSWER_IS = re.compile(
     r"(?:(?:so|thus|therefore|hence),?\s+)?the (?:final )?answer is[:\s]*(.+?)\.?(?=\s*$|\.\s|\n)", re.IGNORECASE
 )
+# The same reading in two cheap steps for the usual case (see _fast_answer_is).
+_TAIL = re.compile(r"answer is[:\s]*(.+?)\.?(?=\s*$|\.\s|\n)", re.IGNORECASE)
+_CONNECTIVES = ("therefore", "hence", "thus", "so")
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -32,10 +35,34 @@ def cut_at_stop(text: str, stop: list[str]) -> str:
     """Cut a runaway continuation (e.g. a new invented 'Q:' turn) at the first stop string."""
     cut = len(text)
     for s in stop:
-        i = text.find(s)
+        i = text.find(s, 0, cut)
         if i != -1:
-            cut = min(cut, i)
-    return text[:cut]
+            cut = i
+    return text if cut == len(text) else text[:cut]
+
+
+def _fast_answer_is(text: str, last: int) -> tuple[int, str] | None:
+    """(start, answer) of the 'the answer is ...' phrase at ``last`` without scanning for it:
+    the answer read forward from there, the phrase's start (with 'the (final)' and an optional
+    'so/thus/therefore/hence') read backward. None when the text does not have that shape."""
+    m = _TAIL.match(text, last)
+    if m is None:
+        return None
+    if text[max(0, last - 4) : last].lower() == "the ":
+        start = last - 4
+    elif text[max(0, last - 10) : last].lower() == "the final ":
+        start = last - 10
+    else:
+        return None
+    before = text[max(0, start - 24) : start]
+    core = before.rstrip()
+    if len(core) < len(before):  # ",?\s+" after a connective word
+        core = core[:-1] if core.endswith(",") else core
+        tail = core[-9:].lower()
+        if tail.endswith(_CONNECTIVES):
+            word = next(w for w in _CONNECTIVES if tail.endswith(w))
+            return start - (len(before) - len(core)) - len(word), m.group(1)
+    return start, m.group(1)
 
 
 def parse_completion(text: str, stop: list[str], answer_regex: str | None = None) -> Parsed:
@@ -47,13 +74,19 @@ def parse_completion(text: str, stop: list[str], answer_regex: str | None = None
         if found:
             return Parsed(rationale=text[: found[-1].start()].strip(), answer=found[-1].group(1).strip())
         return Parsed(rationale=text, answer=None, reason=f"no match for data.answer_regex {answer_regex!r}")
-    # The regex only runs from a little before the last "answer is" (a fast C search), so long
-    # rationales are not scanned position by position.
+    # The usual case is read at the last "answer is" (a fast C search) without running the regex
+    # over the rationale; otherwise the regex runs from a little before it, then over everything.
     last = text.lower().rfind("answer is")
+    fast = _fast_answer_is(text, last) if last != -1 else None
+    if fast is not None:
+        return Parsed(rationale=text[: fast[0]].strip(), answer=fast[1].strip())
     m = None
     if last != -1:
-        start = max(0, last - 40)
-        m = next(reversed([*_ANSWER_IS.finditer(text, start)]), None)
+        for start in (max(0, last - 40), 0):
+            for m in _ANSWER_IS.finditer(text, start):  # keep the last
+                pass
+            if m or start == 0:
+                break
     if m:
         return Parsed(rationale=text[: m.start()].strip(), answer=m.group(1).strip())
     boxed = _BOXED.findall(text) if "\\boxed" in text else []

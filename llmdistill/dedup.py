@@ -15,8 +15,19 @@ def normalize(text: str) -> str:
     return " ".join(text.lower().translate(_PUNCT).split())
 
 
-def exact_key(text: str) -> str:
-    return hashlib.blake2b(normalize(text).encode(), digest_size=16).hexdigest()
+# The same normalization on bytes, for ASCII text (most traces): bytes.translate is a table
+# lookup in C, where str.translate goes through a dict per character.
+# (punctuation and the separators str.split knows -> space; A-Z -> a-z)
+_PUNCT_BYTES = bytes(32 if chr(i) in string.punctuation or 0x1C <= i <= 0x1F else i + 32 if 65 <= i <= 90 else i for i in range(256))
+
+
+def exact_key(text: str) -> bytes:
+    """A 16-byte hash of ``normalize(text)``."""
+    if text.isascii():
+        data = b" ".join(text.encode().translate(_PUNCT_BYTES).split())
+    else:
+        data = normalize(text).encode()
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def word_ngrams(text: str, n: int) -> list[str]:

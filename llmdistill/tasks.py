@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import string
+from functools import lru_cache
 from typing import Callable
 
 from llmdistill.answers import Verdict, to_number
@@ -155,14 +156,20 @@ def answer_key(pred: str | None, problem: Problem, cfg: DataConfig) -> tuple[str
     return numeric_key(pred)
 
 
+@lru_cache(maxsize=1 << 16)
+def _gold_number(answer: str) -> tuple[float | None, str]:
+    """Gold answers repeat across a problem's samples: parse (and format) each once."""
+    value = to_number(answer)
+    return value, "" if value is None else f"{value:g}"
+
+
 def _check_numeric(key: str, problem: Problem, cfg: DataConfig) -> tuple[Verdict, str]:
-    gold = to_number(problem.answer)
+    gold, gold_text = _gold_number(problem.answer)
     if gold is None:
         raise UserError(f"problem {problem.id}: gold answer {problem.answer!r} is not a number or arithmetic expression")
-    value = float(key)
-    if math.isclose(value, gold, rel_tol=cfg.tolerance, abs_tol=cfg.tolerance):
-        return "correct", f"{value:g} == {gold:g}"
-    return "wrong", f"{value:g} != {gold:g}"
+    if math.isclose(float(key), gold, rel_tol=cfg.tolerance, abs_tol=cfg.tolerance):
+        return "correct", f"{key} == {gold_text}"
+    return "wrong", f"{key} != {gold_text}"
 
 
 def _check_equal(key: str, problem: Problem, cfg: DataConfig) -> tuple[Verdict, str]:
@@ -178,6 +185,12 @@ CHECKERS: dict[str, Callable[[str, Problem, DataConfig], tuple[Verdict, str]]] =
 
 def check_answer(pred: str | None, problem: Problem, cfg: DataConfig) -> tuple[Verdict, str, str | None]:
     """(verdict, reason, normalized answer) with the checker of ``data.answer_type``."""
+    if cfg.answer_type == "numeric" and pred is not None and problem.answer is not None:  # the hot path, inlined
+        value = to_number(pred)
+        if value is None:
+            return "unparseable", f"answer {pred[:60]!r} is not a number", None
+        key = f"{round(value, 6):g}"
+        return (*_check_numeric(key, problem, cfg), key)
     key, why = answer_key(pred, problem, cfg)
     if problem.answer is None:
         return "unlabeled", "no gold answer", key

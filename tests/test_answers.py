@@ -50,3 +50,40 @@ def test_safe_eval(expr, value):
 def test_safe_eval_refuses_hostile_or_bad_input(expr):
     with pytest.raises(ValueError):
         safe_eval(expr)
+
+
+def _reference(text: str):
+    """The plain regex reading: the last full-regex match in the text."""
+    from llmdistill.answers import _ANSWER_IS
+
+    m = None
+    for m in _ANSWER_IS.finditer(text):
+        pass
+    return None if m is None else (text[: m.start()].strip(), m.group(1).strip())
+
+
+def test_fast_answer_reading_agrees_with_the_regex():
+    import itertools
+    import json
+    from pathlib import Path
+
+    from llmdistill.answers import parse_completion
+
+    leads = ["", "so ", "So, ", "Thus ", "therefore,\n ", "hence  ", "also ", "Hence,"]
+    phrases = ["the answer is", "The final answer is", "THE ANSWER IS:", "the answer is:  "]
+    answers = ["7.", "1,234", "$12.50.", "(10 * 45)", "12.5%", "-3.\n", "7. Next line", "x = 4.  "]
+    texts = [f"We add 3 + 4. {lead}{phrase} {ans}" for lead, phrase, ans in itertools.product(leads, phrases, answers)]
+    texts += ["The answer is 5.\nThe answer is 6.", "my answer is 5.", "answer is 5"]
+    # One line saying it twice: the last phrase wins (the single regex would read '3 so the answer is 4').
+    assert parse_completion("So the answer is 3 so the answer is 4.", []).answer == "4"
+    palm = Path(__file__).resolve().parents[2] / "shared" / "data" / "svamp" / "palm" / "train_CoT_0.json"
+    if palm.is_file():
+        texts += [t if isinstance(t, str) else json.dumps(t) for t in json.loads(palm.read_text())][:500]
+    for t in texts:
+        p = parse_completion(t, [])
+        ref = _reference(t.strip())
+        got = None if p.answer is None or ref is None and p.answer is not None and "boxed" in t else (p.rationale, p.answer)
+        if ref is None:
+            assert p.answer is None or "\\boxed" in t, t
+        else:
+            assert got == ref, t

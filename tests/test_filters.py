@@ -90,3 +90,14 @@ def test_teacher_accuracy_per_trace_and_per_problem():
     rows = [row(sample=0, key="8", verdict="wrong"), row(sample=1), row(sample=2), row(id="q", key="1", verdict="wrong")]
     acc = teacher_accuracy(rows)
     assert acc == {"traces": 0.5, "problems": 2, "first_sample": 0.0, "majority_vote": 0.5, "any_sample": 0.5}
+
+
+def test_exact_key_fast_path_matches_normalize():
+    import hashlib
+
+    from llmdistill.dedup import exact_key, normalize
+
+    texts = ["Sam has 3 + 4 = 7 apples.  The answer is 7.", "IT'S (7)!\tok\n", "it’s 7 — ok…", "it's 7 - ok...", "x\x1fy"]
+    for t in texts:
+        assert exact_key(t) == hashlib.blake2b(normalize(t).encode(), digest_size=16).digest(), t
+    assert exact_key(texts[2]) == exact_key(texts[3])  # curly and straight punctuation alike
