@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -228,6 +228,9 @@ class TrainConfig(Section):
     # Exemplars in the student's prompt (training and its evaluation); None: data.num_shots, the
     # teacher's. Fine-tuned students usually need none, and shorter prompts train faster.
     num_shots: int | None = Field(default=None, ge=0)
+    # Train on this share of the training problems (a stable subset by problem id, the same for
+    # every mode), for data-efficiency studies.
+    data_fraction: float = Field(default=1.0, gt=0, le=1)
     learning_rate: float = Field(default=5e-5, gt=0)
     num_train_epochs: float = Field(default=1.0, gt=0)
     max_steps: int = -1
@@ -405,17 +408,31 @@ def _format_validation_error(e: ValidationError, model: type[BaseModel] = None) 
         elif err["type"] == "missing":
             msgs.append(f"missing required key '{key}'")
         else:
-            msgs.append(f"{key}: {err['msg']}")
+            msg = err["msg"].removeprefix("Value error, ")
+            msgs.append(f"{key}: {msg}" if loc else msg)
     return "invalid config: " + "; ".join(msgs)
+
+
+def _section_model(annotation) -> type[BaseModel] | None:
+    """The section model inside an annotation such as ``Section``, ``Section | None`` or ``list[Section]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section_model(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _allowed_keys(section_path: list[str]) -> list[str]:
     model: type[BaseModel] = Config
     for part in section_path:
+        if part.isdigit():  # an item of a list of sections
+            continue
         field = model.model_fields.get(part)
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        model = _section_model(field.annotation) if field is not None else None
+        if model is None:
             return []
-        model = field.annotation
     return list(model.model_fields)
 
 

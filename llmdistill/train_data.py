@@ -50,12 +50,18 @@ def gold_output(problem: Problem, cfg: Config) -> str | None:
     return problem.answer
 
 
+def _unit(salt: str, problem_id: str) -> float:
+    return int(hashlib.sha256(f"{salt}:{problem_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
 def in_validation(problem_id: str, fraction: float, seed: int) -> bool:
     """A stable split by problem id: every sample of a problem lands on the same side."""
-    if fraction <= 0:
-        return False
-    h = int(hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest()[:8], 16)
-    return h / 0xFFFFFFFF < fraction
+    return fraction > 0 and _unit(str(seed), problem_id) < fraction
+
+
+def in_subset(problem_id: str, fraction: float) -> bool:
+    """``train.data_fraction``: nested subsets (the 25% subset is inside the 50% one)."""
+    return fraction >= 1 or _unit("subset", problem_id) < fraction
 
 
 def build_examples(cfg: Config, traces: list[FilteredTrace], tokenizer, problems: list[Problem] | None = None) -> list[TrainExample]:
@@ -77,6 +83,8 @@ def build_examples(cfg: Config, traces: list[FilteredTrace], tokenizer, problems
         return gold_output(trace, cfg) if t.label_source == "gold" else trace.pred
 
     out: list[TrainExample] = []
+    traces = [tr for tr in traces if in_subset(tr.id, t.data_fraction)]
+    problems = None if problems is None else [p for p in problems if in_subset(p.id, t.data_fraction)]
     if t.mode == "label" and t.label_source == "gold":
         if problems is None:
             raise ValueError("label training on gold answers needs the train split's problems")

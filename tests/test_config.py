@@ -73,3 +73,16 @@ def test_stage_hash_depends_only_on_upstream_sections(tmp_path):
 def test_pretrained_student_needs_a_model(tmp_path):
     with pytest.raises(UserError, match="student.model_name_or_path is required"):
         load_config(write(tmp_path, {**BASE, "student": {"init": "pretrained"}}))
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["train.lora.rank=8"], "unknown key 'train.lora.rank' (allowed: r, alpha, dropout, target_modules, merge)"),
+    (["evaluate.baselines=[{name: b, model_name_or_path: x, foo: 1}]"], "unknown key 'evaluate.baselines.0.foo' (allowed: name, model_name_or_path"),
+    (["kd.method=offline_topk"], "invalid config: kd.method 'offline_topk' needs the teacher's top-k logprobs"),
+    (["train.mode=step_by_step", "train.packing=true"], "train.packing does not combine with mode 'step_by_step'"),
+    (["evaluate.samples=2", "evaluate.pass_k=[3]"], "evaluate.pass_k [3]"),
+])
+def test_nested_and_cross_section_errors_are_one_line(tmp_path, overrides, match):
+    with pytest.raises(UserError) as e:
+        load_config(write(tmp_path, BASE), overrides)
+    assert match in str(e.value) and "\n" not in str(e.value) and "Value error" not in str(e.value)

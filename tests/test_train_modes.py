@@ -309,3 +309,19 @@ def test_pruned_student_is_rebuilt_when_its_recipe_changes(make_config, scripted
     assert AutoConfig.from_pretrained(materialize_student(cfg)).num_hidden_layers == 2
     cfg = load_config(make_config(student={"keep_layers": [0, 1, 2]}))
     assert AutoConfig.from_pretrained(materialize_student(cfg)).num_hidden_layers == 3
+
+
+def test_data_fraction_takes_nested_subsets_of_problems(make_config, scripted):
+    from llmdistill.backends.hf import load_tokenizer
+    from llmdistill.data import load_problems
+    from llmdistill.records import FilteredTrace
+    from llmdistill.train_data import build_examples, in_subset
+
+    ids = [f"p{i}" for i in range(2000)]
+    quarter, half = {i for i in ids if in_subset(i, 0.25)}, {i for i in ids if in_subset(i, 0.5)}
+    assert quarter < half and abs(len(quarter) - 500) < 60 and abs(len(half) - 1000) < 80
+    cfg = _pipeline(make_config, scripted, train={"mode": "label", "label_source": "gold", "data_fraction": 0.5})
+    tok = load_tokenizer(cfg.teacher.model_name_or_path)
+    traces = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
+    examples = build_examples(cfg, traces, tok, load_problems(cfg.data, "train"))
+    assert {e.id for e in examples} == {p.id for p in load_problems(cfg.data, "train") if in_subset(p.id, 0.5)}

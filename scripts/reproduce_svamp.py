@@ -1,0 +1,147 @@
+"""Reproduce the central comparison of *Distilling Step-by-Step* on SVAMP with this toolkit.
+
+Teacher: the PaLM-540B chain-of-thought completions released with the paper, replayed
+(``../shared/data/svamp``). Student: SmolLM2-135M-Instruct. Under one budget (steps, batch,
+learning rate, seed, zero-shot student prompts) it trains and evaluates, on the 200 test
+problems with the toolkit's evaluate stage:
+
+  (a) label_gold    standard fine-tuning on the gold labels
+  (b) label_teacher fine-tuning on the teacher's labels (its correct traces)
+  (c) step_by_step  label + rationale as two tasks, alpha 0.5
+  (d) cot           rationale + answer as one completion
+
+beside the replayed teacher and the untrained student (asked with the label prompt and with the
+CoT prompt). ``--fractions 0.25 0.5 1`` adds a data-efficiency sweep for (a) and (c). Prints,
+and writes to ``<out>/results.md`` / ``results.json``: accuracies with bootstrap CIs, McNemar
+p-values between arms, the teacher gap closed, and the paper's numbers beside ours.
+
+    .venv/bin/python scripts/reproduce_svamp.py [--steps 100] [--batch-size 8] [--fractions 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from datetime import date
+from itertools import combinations
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ARMS = {
+    "label_gold": {"train.mode": "label", "train.label_source": "gold"},
+    "label_teacher": {"train.mode": "label", "train.label_source": "teacher"},
+    "step_by_step": {"train.mode": "step_by_step", "train.label_source": "teacher", "train.alpha": 0.5},
+    "cot": {"train.mode": "cot"},
+}
+SWEEP_ARMS = ("label_gold", "step_by_step")
+# Hsieh et al. (2023), SVAMP, 220M T5 student (Table/Figure values quoted in the issue).
+PAPER = {"teacher": 77.0, "label_gold": 62.6, "step_by_step": 65.5}
+
+
+def config(args, name: str, settings: dict, fraction: float = 1.0, models: str = "[student]"):
+    from llmdistill.config import load_config
+
+    label_prompt = settings.get("train.mode") != "cot"
+    overrides = {
+        "output_dir": str(Path(args.out) / (name if fraction == 1 else f"{name}@{fraction:g}")),
+        "data.max_test": args.max_test,
+        "student.init": "pretrained", "student.model_name_or_path": args.model,
+        "train.num_shots": 0, "train.max_steps": args.steps, "train.per_device_train_batch_size": args.batch_size,
+        "train.learning_rate": args.lr, "train.seed": args.seed, "train.max_length": 512, "train.logging_steps": 10,
+        "train.warmup_steps": 0.05, "train.data_fraction": fraction,
+        "evaluate.models": models, "evaluate.max_new_tokens": 24 if label_prompt else args.cot_tokens,
+        "evaluate.batch_size": 20, "evaluate.plot": False,
+        **settings,
+    }
+    return load_config(ROOT / "configs" / "svamp_palm.yaml", [f"{k}={v}" for k, v in overrides.items()])
+
+
+def run_arm(cfg, train: bool = True) -> dict:
+    """The whole pipeline for a trained arm; only the evaluate stage for the reference models."""
+    from llmdistill.evaluate import evaluate
+    from llmdistill.pipeline import run
+
+    t0 = time.time()
+    run(cfg) if train else evaluate(cfg)
+    report = json.loads((cfg.stage_dir("evaluate") / "report.json").read_text())
+    train = json.loads((cfg.stage_dir("train") / "stats.json").read_text()) if (cfg.stage_dir("train") / "stats.json").is_file() else {}
+    return {"report": report, "train": {k: train.get(k) for k in ("steps", "examples", "train_loss", "train_seconds", "tokens_seen")},
+            "seconds": round(time.time() - t0, 1), "output_dir": cfg.output_dir}
+
+
+def greedy_correct(out_dir: str, model: str) -> dict[str, bool]:
+    rows = [json.loads(line) for line in (Path(out_dir) / "evaluate" / "results.jsonl").read_text().splitlines()]
+    return {r["id"]: r["verdict"] == "correct" for r in rows if r["model"] == model and r["sample"] == 0}
+
+
+def main(args) -> None:
+    from llmdistill.stats import agreement, bootstrap_ci, gap_closed, mcnemar_exact
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not Path(args.model, "config.json").is_file():
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "fetch_smollm2.py"), "--out", args.model], check=True)
+    t_start = time.time()
+    runs: dict[str, dict] = {}
+    # Reference models: the replayed teacher and the untrained student on each prompt.
+    runs["teacher+untrained(label)"] = run_arm(config(args, "untrained_label", ARMS["label_gold"], models="[teacher, student_init]"), train=False)
+    runs["untrained(cot)"] = run_arm(config(args, "untrained_cot", ARMS["cot"], models="[student_init]"), train=False)
+    for name, settings in ARMS.items():
+        for fraction in sorted(set(args.fractions) if name in SWEEP_ARMS else {1.0}, reverse=True):
+            key = name if fraction == 1 else f"{name}@{fraction:g}"
+            runs[key] = run_arm(config(args, name, settings, fraction))
+            print(f"{key}: {runs[key]['report']['models']['student']['accuracy']}", file=sys.stderr, flush=True)
+
+    correct = {"teacher": greedy_correct(runs["teacher+untrained(label)"]["output_dir"], "teacher"),
+               "untrained (label prompt)": greedy_correct(runs["teacher+untrained(label)"]["output_dir"], "student_init"),
+               "untrained (cot prompt)": greedy_correct(runs["untrained(cot)"]["output_dir"], "student_init")}
+    for key, r in runs.items():
+        if "untrained" not in key:
+            correct[key] = greedy_correct(r["output_dir"], "student")
+    ids = sorted(correct["teacher"])
+    acc = {k: sum(v[i] for i in ids) / len(ids) for k, v in correct.items()}
+    ci = {k: bootstrap_ci([v[i] for i in ids], 10000, 0.95, args.seed) for k, v in correct.items()}
+    base_for = lambda k: "untrained (cot prompt)" if k.startswith("cot") else "untrained (label prompt)"  # noqa: E731
+    gap = {k: gap_closed(acc[k], acc[base_for(k)], acc["teacher"]) for k in correct if k not in ("teacher",) and "untrained" not in k}
+    pairs = []
+    for a, b in combinations([k for k in correct if "untrained" not in k], 2):
+        t = agreement([correct[a][i] for i in ids], [correct[b][i] for i in ids])
+        pairs.append({"a": a, "b": b, **t, "mcnemar_p": mcnemar_exact(t["only_a"], t["only_b"])})
+
+    lines = [f"SVAMP test ({len(ids)} problems), student {Path(args.model).name}, {date.today()}; budget per arm: {args.steps} steps x batch "
+             f"{args.batch_size}, lr {args.lr}, seed {args.seed}, zero-shot student prompts; total {(time.time() - t_start) / 60:.0f} min", "",
+             "| model | training examples | train loss | accuracy [95% CI] | gap closed | paper (220M T5) |", "|---|---|---|---|---|---|"]
+    for k in correct:
+        run = next((r for key, r in runs.items() if key == k), None)
+        ex = run["train"]["examples"] if run else "-"
+        loss = run["train"]["train_loss"] if run else "-"
+        g = f"{100 * gap[k]:.1f}%" if gap.get(k) is not None else "-"
+        paper = PAPER.get(k)
+        lines.append(f"| {k} | {ex} | {loss} | {100 * acc[k]:.1f}% [{100 * ci[k][0]:.1f}, {100 * ci[k][1]:.1f}] | {g} | {'-' if paper is None else f'{paper}%'} |")
+    lines += ["", "| A | B | both right | only A | only B | neither | McNemar exact p |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['a']} | {p['b']} | {p['both']} | {p['only_a']} | {p['only_b']} | {p['neither']} | {p['mcnemar_p']:.3g} |" for p in pairs]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out)
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "accuracy": acc, "ci": ci, "gap_closed": gap, "pairs": pairs,
+                                                  "runs": {k: {**r, "report": r["report"]["models"]} for k, r in runs.items()}}, indent=2))
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(ROOT / "models" / "SmolLM2-135M-Instruct"))
+    p.add_argument("--out", default=str(ROOT / "runs" / "svamp_repro"))
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-test", type=int, default=200)
+    p.add_argument("--cot-tokens", type=int, default=160, help="max_new_tokens for CoT answers")
+    p.add_argument("--fractions", type=float, nargs="+", default=[1.0], help="data-efficiency sweep for label_gold and step_by_step")
+    main(p.parse_args())
