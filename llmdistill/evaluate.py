@@ -145,7 +145,7 @@ def evaluate(cfg: Config, backends: dict[str, Backend] | None = None) -> dict:
         for name, spec in model_specs(cfg).items():
             backend = _backend(cfg, name, spec["path"], backends)
             if hasattr(backend, "check_alignment"):
-                backend.check_alignment([p.id for p in problems])
+                backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_test is not None)
             t0 = time.time()
             results = answer_all(cfg, name, backend, problems, spec["task"], spec["shots"], greedy)
             seconds = time.time() - t0

@@ -115,7 +115,8 @@ def generate(cfg: Config, backend: Backend | None = None) -> dict:
                 if writer is None:  # start the engine only when there is something to ask
                     backend = backend or teacher_backend(cfg, split)
                     if hasattr(backend, "check_alignment"):
-                        backend.check_alignment([p.id for p in problems])
+                        limit = cfg.data.max_train if split == cfg.data.train_split else cfg.data.max_test
+                        backend.check_alignment([p.id for p in problems], first_rows=limit is not None)
                     writer = _Writer(cfg, backend, template, out, have)
                 writer.run(batch, index, **kw)
 

@@ -108,8 +108,11 @@ def main(args) -> None:
     ci = {k: bootstrap_ci([v[i] for i in ids], 10000, 0.95, args.seed) for k, v in correct.items()}
     base_for = lambda k: "untrained (cot prompt)" if k.startswith("cot") else "untrained (label prompt)"  # noqa: E731
     gap = {k: gap_closed(acc[k], acc[base_for(k)], acc["teacher"]) for k in correct if k not in ("teacher",) and "untrained" not in k}
+    main_arms = [k for k in ARMS if k in correct]
+    wanted = [("teacher", k) for k in correct if "untrained" not in k and k != "teacher"] + list(combinations(main_arms, 2))
+    wanted += [(f"label_gold@{f:g}", f"step_by_step@{f:g}") for f in args.fractions if f != 1]
     pairs = []
-    for a, b in combinations([k for k in correct if "untrained" not in k], 2):
+    for a, b in wanted:
         t = agreement([correct[a][i] for i in ids], [correct[b][i] for i in ids])
         pairs.append({"a": a, "b": b, **t, "mcnemar_p": mcnemar_exact(t["only_a"], t["only_b"])})
 

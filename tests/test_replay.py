@@ -86,3 +86,12 @@ def test_svamp_palm_teacher_evaluates_from_replay(tmp_path, monkeypatch):
     assert teacher["n"] == 200 and 0.75 <= teacher["accuracy"] <= 0.80 and teacher["backend"] == "replay"
     lo, hi = teacher["ci"]
     assert lo < teacher["accuracy"] < hi and 0.05 < hi - lo < 0.15  # about +-6 points on 200 problems
+
+
+@pytest.mark.skipif(not SVAMP.is_dir(), reason="../shared/data/svamp not present")
+def test_replay_of_the_first_rows_when_the_split_is_limited(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(app, ["evaluate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path}", "--set", "data.max_test=10"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (tmp_path / "evaluate" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and rows[3]["output"] == json.loads((SVAMP / "palm" / "test_CoT_0.json").read_text())[3]

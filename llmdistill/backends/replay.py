@@ -62,13 +62,18 @@ class ReplayBackend:
         self.files = files
         self.positional, self.keyed = _load_files(files)
 
-    def check_alignment(self, problem_ids: list[str]) -> None:
-        """Fail before any work when the replayed completions do not match the split."""
-        if self.positional is not None and len(self.positional) != len(problem_ids):
-            raise UserError(f"replay files {self.files} hold {len(self.positional)} completions for {len(problem_ids)} problems")
+    def check_alignment(self, problem_ids: list[str], first_rows: bool = False) -> None:
+        """Fail before any work when the replayed completions do not match the split.
+
+        ``first_rows``: the problems are the split's first rows (``data.max_train``/``max_test``),
+        so a positional list may be longer; its first entries are theirs.
+        """
+        n, m = len(self.positional or []), len(problem_ids)
+        if self.positional is not None and (n < m or (n > m and not first_rows)):
+            raise UserError(f"replay files {self.files} hold {n} completions for {m} problems")
         if self.keyed is not None:
             missing = sorted(set(problem_ids) - {i for i, _ in self.keyed})
-            extra = sorted({i for i, _ in self.keyed} - set(problem_ids))
+            extra = [] if first_rows else sorted({i for i, _ in self.keyed} - set(problem_ids))
             if missing or extra:
                 raise UserError(f"replay files {self.files}: {len(missing)} problem ids have no completion (e.g. {missing[:3]}), {len(extra)} rows match no problem (e.g. {extra[:3]})")
 
