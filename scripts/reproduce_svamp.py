@@ -66,9 +66,13 @@ def run_arm(cfg, train: bool = True) -> dict:
     """The whole pipeline for a trained arm; only the evaluate stage for the reference models."""
     from llmdistill.evaluate import evaluate
     from llmdistill.pipeline import run
+    from llmdistill.stage import is_complete
 
     t0 = time.time()
-    run(cfg) if train else evaluate(cfg)
+    if train:
+        run(cfg)  # skips the stages already complete for this config: a stopped sweep resumes
+    elif not is_complete(cfg, "evaluate"):
+        evaluate(cfg)
     report = json.loads((cfg.stage_dir("evaluate") / "report.json").read_text())
     train = json.loads((cfg.stage_dir("train") / "stats.json").read_text()) if (cfg.stage_dir("train") / "stats.json").is_file() else {}
     return {"report": report, "train": {k: train.get(k) for k in ("steps", "examples", "train_loss", "train_seconds", "tokens_seen")},
