@@ -146,7 +146,7 @@ if __name__ == "__main__":
     p.add_argument("--out", default=str(ROOT / "runs" / "svamp_repro"))
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-test", type=int, default=200)
     p.add_argument("--cot-tokens", type=int, default=160, help="max_new_tokens for CoT answers")
