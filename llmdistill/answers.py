@@ -15,7 +15,7 @@ Verdict = Literal["correct", "wrong", "unparseable", "unlabeled"]
 
 # The last "the answer is ..." wins: rationales sometimes say it twice, correcting themselves.
 _ANSWER_IS = re.compile(
-    r"(?:(?:so|thus|therefore|hence),?\s+)?the (?:final )?answer is[:\s]*(.+?)\.?(?=\s*$|\.\s|\n)", re.IGNORECASE
+    r"(?:\b(?:so|thus|therefore|hence),?\s+)?\bthe (?:final )?answer is[:\s]*(.+?)\.?(?=\s*$|\.\s|\n)", re.IGNORECASE
 )
 # The same reading in two cheap steps for the usual case (see _fast_answer_is).
 _TAIL = re.compile(r"answer is[:\s]*(.+?)\.?(?=\s*$|\.\s|\n)", re.IGNORECASE)
@@ -54,6 +54,8 @@ def _fast_answer_is(text: str, last: int) -> tuple[int, str] | None:
         start = last - 10
     else:
         return None
+    if start > 0 and text[start - 1].isalnum():  # "...bathe answer is": not the phrase
+        return None
     before = text[max(0, start - 24) : start]
     core = before.rstrip()
     if len(core) < len(before):  # ",?\s+" after a connective word
@@ -61,7 +63,9 @@ def _fast_answer_is(text: str, last: int) -> tuple[int, str] | None:
         tail = core[-9:].lower()
         if tail.endswith(_CONNECTIVES):
             word = next(w for w in _CONNECTIVES if tail.endswith(w))
-            return start - (len(before) - len(core)) - len(word), m.group(1)
+            at = start - (len(before) - len(core)) - len(word)
+            if at == 0 or not text[at - 1].isalnum():  # a word of its own: "so", not the end of "also"
+                return at, m.group(1)
     return start, m.group(1)
 
 
@@ -75,18 +79,15 @@ def parse_completion(text: str, stop: list[str], answer_regex: str | None = None
             return Parsed(rationale=text[: found[-1].start()].strip(), answer=found[-1].group(1).strip())
         return Parsed(rationale=text, answer=None, reason=f"no match for data.answer_regex {answer_regex!r}")
     # The usual case is read at the last "answer is" (a fast C search) without running the regex
-    # over the rationale; otherwise the regex runs from a little before it, then over everything.
+    # over the rationale; otherwise the regex runs over the whole text.
     last = text.lower().rfind("answer is")
     fast = _fast_answer_is(text, last) if last != -1 else None
     if fast is not None:
         return Parsed(rationale=text[: fast[0]].strip(), answer=fast[1].strip())
     m = None
-    if last != -1:
-        for start in (max(0, last - 40), 0):
-            for m in _ANSWER_IS.finditer(text, start):  # keep the last
-                pass
-            if m or start == 0:
-                break
+    if last != -1:  # unusual text: the full regex over all of it
+        for m in _ANSWER_IS.finditer(text):  # keep the last
+            pass
     if m:
         return Parsed(rationale=text[: m.start()].strip(), answer=m.group(1).strip())
     boxed = _BOXED.findall(text) if "\\boxed" in text else []

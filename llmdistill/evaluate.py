@@ -108,6 +108,7 @@ def sampled_metrics(samples: list[EvalResult], pass_k: list[int]) -> dict:
     n = len(next(iter(by_problem.values()))) if by_problem else 0
     maj = 0
     passk = {k: 0.0 for k in pass_k}
+    by_problem = {pid: rows for pid, rows in by_problem.items() if rows[0].gold is not None}  # as greedy accuracy: labelled only
     for rows in by_problem.values():
         keys = [r.answer_key for r in rows if r.answer_key is not None]
         if keys:

@@ -33,7 +33,7 @@ def tokens_to_keep(ids: list[int], text: str, tokenizer) -> int:
 def tokenize_with_teacher(cfg: Config, traces: list[FilteredTrace], examples: list[TrainExample], tokenizer, student_path: str):
     """(examples, rows, preflight report): rows hold input_ids, labels (prompt masked) and the
     teacher's top-k ids/logprobs aligned with the token each position predicts."""
-    check_same_vocab(student_path, cfg.kd.teacher or cfg.teacher.model_name_or_path)
+    check_same_vocab(student_path, cfg.teacher.model_name_or_path)  # the model whose logprobs were stored
     examples, report = preflight(cfg, examples, tokenizer)
     by_key = {(t.id, t.sample): t for t in traces}
     stop = load_prompt(cfg.data.prompt).stop
@@ -60,7 +60,12 @@ def tokenize_with_teacher(cfg: Config, traces: list[FilteredTrace], examples: li
         t_lps.append([0.0] * k)
         input_ids = prompt + completion + [eos]
         if len(input_ids) > cfg.train.max_length:
-            raise UserError(f"trace {tr.id}#{tr.sample}: {len(input_ids)} teacher tokens exceed train.max_length={cfg.train.max_length}")
+            if cfg.train.on_overlength == "refuse":
+                raise UserError(f"trace {tr.id}#{tr.sample}: {len(input_ids)} teacher tokens exceed train.max_length={cfg.train.max_length} "
+                                "(raise it, or set train.on_overlength: drop)")
+            report["dropped_over_max_length"].append(f"{e.id}#{e.sample}:teacher tokens ({len(input_ids)} tokens)")
+            report["over_max_length"] += 1
+            continue
         rows.append({"input_ids": input_ids, "labels": [-100] * len(prompt) + completion + [eos], "teacher_ids": t_ids, "teacher_logprobs": t_lps})
         kept.append(e)
     if skipped:

@@ -12,7 +12,7 @@ from llmdistill.config import Config
 from llmdistill.prompts import PromptRenderer, load_prompt
 from llmdistill.records import FilteredTrace
 from llmdistill.stage import StageRun
-from llmdistill.train_data import in_validation, student_shots, student_task
+from llmdistill.train_data import in_subset, in_validation, student_shots, student_task
 from llmdistill.vocab import check_same_vocab
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def run_on_policy(cfg: Config, run: StageRun, student_path: str, traces: list[Fi
     task = student_task(cfg)
     seen, prompts = set(), []
     for tr in traces:  # one prompt per training problem (validation problems stay held out)
-        if tr.id not in seen and not in_validation(tr.id, t.validation_fraction, t.seed):
+        if tr.id not in seen and in_subset(tr.id, t.data_fraction) and not in_validation(tr.id, t.validation_fraction, t.seed):
             seen.add(tr.id)
             prompts.append({"prompt": render(tr.question, task)})
     cuda = torch.cuda.is_available()

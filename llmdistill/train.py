@@ -194,9 +194,11 @@ def _save(trainer, out: Path, merge: bool) -> None:
 def _phase_stats(trainer, result, seconds: float) -> dict:
     history = trainer.state.log_history
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
-    tokens = trainer.state.num_input_tokens_seen or sum(h.get("num_tokens", 0) for h in history[-1:]) or 0
+    logged = [h["num_tokens"] for h in history if "num_tokens" in h and "loss" in h]
+    tokens = trainer.state.num_input_tokens_seen or (logged[-1] if logged else 0)
     if not tokens and "input_ids" in (trainer.train_dataset.column_names or []):
         tokens = int(sum(len(x) for x in trainer.train_dataset["input_ids"]) * result.metrics.get("epoch", 1.0))
+    # (after a resume these count the whole run; tokens/s below then overstates this segment's speed)
     return {
         "steps": result.global_step,
         "train_loss": round(result.training_loss, 4),

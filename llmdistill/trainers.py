@@ -26,7 +26,13 @@ with warnings.catch_warnings():
 
 
 class GroupSampler(Sampler):
-    """Shuffles groups (the examples of one trace), keeping each group's examples consecutive."""
+    """Shuffles groups (the examples of one trace), keeping each group's examples consecutive.
+
+    With complete (label, rationale) pairs and an even batch size every batch holds whole pairs;
+    a trace with one example (no rationale, or one dropped by the preflight) shifts the pairs
+    after it, and a batch may then split one pair. The order depends on the seed and the epoch
+    (``set_epoch``), so a resumed run replays the same order.
+    """
 
     def __init__(self, groups: list[int], seed: int):
         self.groups, self.seed, self.epoch = groups, seed, 0
@@ -34,6 +40,9 @@ class GroupSampler(Sampler):
         for i, g in enumerate(groups):
             order.setdefault(g, []).append(i)
         self.members = list(order.values())
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __iter__(self):
         rng = random.Random(self.seed + self.epoch)
@@ -62,10 +71,10 @@ class ExtraFieldsCollator:
         for k, pad in self.sequences.items():
             if k in extra:
                 rows = [torch.tensor(v, dtype=torch.float32 if isinstance(pad, float) else torch.long) for v in extra[k]]
-                width = rows[0].shape[-1]
+                width = max(r.shape[-1] for r in rows)
                 out = torch.full((len(rows), length, width), pad, dtype=rows[0].dtype)
                 for i, r in enumerate(rows):
-                    out[i, : r.shape[0]] = r[:length]
+                    out[i, : r.shape[0], : r.shape[-1]] = r[:length]
                 batch[k] = out
         return batch
 

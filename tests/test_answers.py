@@ -87,3 +87,14 @@ def test_fast_answer_reading_agrees_with_the_regex():
             assert p.answer is None or "\\boxed" in t, t
         else:
             assert got == ref, t
+
+
+def test_connectives_are_whole_words_and_stay_out_of_the_rationale():
+    from llmdistill.answers import parse_completion
+
+    p = parse_completion("Also the answer is 3.", [])
+    assert (p.rationale, p.answer) == ("Also", "3")
+    p = parse_completion("We add. Therefore, the answer is 5. I am sure my answer is right.", [])
+    assert (p.rationale, p.answer) == ("We add.", "5")
+    p = parse_completion("We add 2 and 3. So, the answer is 5.", [])
+    assert (p.rationale, p.answer) == ("We add 2 and 3.", "5")

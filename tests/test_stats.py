@@ -106,3 +106,15 @@ def test_label_students_can_be_asked_for_rationales(make_config, scripted):
     assert len(rows) == 2 and rows[0]["model"] == "student:rationale"
     card = (cfg.stage_dir("train") / "model" / "README.md").read_text()
     assert "greedy: student" in card
+
+
+def test_maj_at_n_counts_labelled_problems_only():
+    from llmdistill.evaluate import sampled_metrics
+
+    def row(pid, s, gold, key, verdict):
+        return EvalResult(id=pid, model="m", sample=s, question="q", gold=gold, output="", pred=key, verdict=verdict, answer_key=key)
+
+    rows = [row("a", 1, "1", "1", "correct"), row("a", 2, "1", "2", "wrong"), row("a", 3, "1", "1", "correct"),
+            row("b", 1, None, "5", "unlabeled"), row("b", 2, None, "5", "unlabeled"), row("b", 3, None, "5", "unlabeled")]
+    m = sampled_metrics(rows, [1])
+    assert m["maj@3"] == 1.0 and m["pass@k"]["1"] == pytest.approx(2 / 3, abs=1e-4)

@@ -325,3 +325,17 @@ def test_data_fraction_takes_nested_subsets_of_problems(make_config, scripted):
     traces = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
     examples = build_examples(cfg, traces, tok, load_problems(cfg.data, "train"))
     assert {e.id for e in examples} == {p.id for p in load_problems(cfg.data, "train") if in_subset(p.id, 0.5)}
+
+
+def test_group_sampler_order_follows_the_epoch_for_resume():
+    from llmdistill.trainers import ExtraFieldsCollator, GroupSampler
+
+    a, b = GroupSampler(list(range(20)), seed=0), GroupSampler(list(range(20)), seed=0)
+    list(a)  # epoch 0 consumed in one process...
+    b.set_epoch(1)  # ...a resumed process is told the epoch
+    assert list(a) == list(b)
+    # top-k rows of different widths in one batch are padded to the widest
+    base = lambda ex: {"input_ids": torch.tensor([e["input_ids"] for e in ex])}  # noqa: E731
+    batch = ExtraFieldsCollator(base, sequences={"teacher_ids": -1})([{"input_ids": [1, 2], "teacher_ids": [[3], [4]]},
+                                                                      {"input_ids": [5, 6], "teacher_ids": [[7, 8], [9, 10]]}])
+    assert batch["teacher_ids"].tolist() == [[[3, -1], [4, -1]], [[7, 8], [9, 10]]]
