@@ -268,7 +268,7 @@ class KDConfig(Section):
     # on_policy: the student generates, the teacher scores every token, generalized JSD with beta;
     # offline_topk: SFT on the teacher's own tokens with (1 - lam) * CE + lam * KL(teacher top-k || student).
     method: Literal["none", "on_policy", "offline_topk"] = "none"
-XX
+    teacher: str | None = None  # on_policy: the scoring teacher (default teacher.model_name_or_path; same vocabulary)
     after_sft: bool = True  # on_policy: run after the SFT of train.mode (False: instead of it)
     beta: float = Field(default=0.5, ge=0, le=1)  # 0: forward KL, 0.5: JSD, 1: reverse KL
     temperature: float = Field(default=1.0, gt=0)
