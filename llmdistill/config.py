@@ -224,6 +224,9 @@ class TrainConfig(Section):
     # completion; step_by_step: label and rationale as two tasks, alpha * L_label + (1 - alpha) * L_rationale.
     mode: Literal["label", "cot", "step_by_step"] = "cot"
     label_source: Literal["teacher", "gold"] = "teacher"  # the answer the label task learns
+    # gold labels: the value ('450') or the answer field as written, tidied ('(10 * 45)' for SVAMP's
+    # '( 10.0 * 45.0 )': the equation target the step-by-step paper trains on)
+    gold_label: Literal["value", "as_written"] = "value"
     alpha: float = Field(default=0.5, ge=0, le=1)  # step_by_step: weight of the label task
     # Exemplars in the student's prompt (training and its evaluation); None: data.num_shots, the
     # teacher's. Fine-tuned students usually need none, and shorter prompts train faster.
@@ -356,6 +359,9 @@ class Config(Section):
         filter depends on them, through decontamination; the stages after it through its run id.)
         """
         data = self.model_dump(include=set(STAGE_INPUTS[stage]))
+        for section, key, default in HASHED_ONLY_IF_SET:  # settings added later: old outputs stay complete
+            if section in data and data[section].get(key) == default:
+                data[section].pop(key)
         if stage == "generate":
             for key in ("test_split", "max_test"):
                 data["data"].pop(key)
@@ -366,6 +372,9 @@ class Config(Section):
 
 
 STAGES = ["generate", "filter", "train", "evaluate"]
+# (section, key, default) of settings added after outputs existed: at their default they leave the
+# stage hash unchanged, so adding a setting never invalidates a finished run.
+HASHED_ONLY_IF_SET = [("train", "gold_label", "value")]
 STAGE_INPUTS = {
     "generate": ["data", "teacher", "generate"],
     "filter": ["data", "teacher", "generate", "filter"],

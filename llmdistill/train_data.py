@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import statistics
 
 from llmdistill.answers import to_number
@@ -40,6 +41,8 @@ def gold_output(problem: Problem, cfg: Config) -> str | None:
     """The gold answer written the way a model answers: '450' for SVAMP's '( 10.0 * 45.0 )'."""
     if problem.answer is None:
         return None
+    if cfg.data.answer_type == "numeric" and cfg.train.gold_label == "as_written":
+        return _tidy_expression(problem.answer)
     if cfg.data.answer_type == "numeric":
         value = to_number(problem.answer)
         if value is None:
@@ -48,6 +51,12 @@ def gold_output(problem: Problem, cfg: Config) -> str | None:
     if cfg.data.answer_type == "choice" and problem.choices:
         return f"({problem.answer}) {problem.choices[LETTERS.index(problem.answer)]}"
     return problem.answer
+
+
+def _tidy_expression(text: str) -> str:
+    """'( 10.0 * ( 6.0 + 3.0 ) )' -> '(10 * (6 + 3))': the gold expression as a model would write it."""
+    text = re.sub(r"(\d)\.0+\b", r"\1", text.strip())
+    return re.sub(r"\(\s+", "(", re.sub(r"\s+\)", ")", text))
 
 
 def _unit(salt: str, problem_id: str) -> float:

@@ -5,10 +5,12 @@ Teacher: the PaLM-540B chain-of-thought completions released with the paper, rep
 learning rate, seed, zero-shot student prompts) it trains and evaluates, on the 200 test
 problems with the toolkit's evaluate stage:
 
-  (a) label_gold    standard fine-tuning on the gold labels
-  (b) label_teacher fine-tuning on the teacher's labels (its correct traces)
-  (c) step_by_step  label + rationale as two tasks, alpha 0.5
-  (d) cot           rationale + answer as one completion
+  (a) label_gold       standard fine-tuning on the gold labels, SVAMP's equations as the paper
+                       does ('The answer is (84 / 2).': the arithmetic is left to the checker)
+  (a') label_gold_value the same on the gold values ('The answer is 42.': the student computes)
+  (b) label_teacher    fine-tuning on the teacher's labels (its correct traces; PaLM writes equations)
+  (c) step_by_step     label + rationale as two tasks, alpha 0.5, teacher labels
+  (d) cot              rationale + answer as one completion
 
 beside the replayed teacher and the untrained student (asked with the label prompt and with the
 CoT prompt). ``--fractions 0.25 0.5 1`` adds a data-efficiency sweep for (a) and (c). Prints,
@@ -34,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ARMS = {
-    "label_gold": {"train.mode": "label", "train.label_source": "gold"},
+    "label_gold": {"train.mode": "label", "train.label_source": "gold", "train.gold_label": "as_written"},
+    "label_gold_value": {"train.mode": "label", "train.label_source": "gold"},
     "label_teacher": {"train.mode": "label", "train.label_source": "teacher"},
     "step_by_step": {"train.mode": "step_by_step", "train.label_source": "teacher", "train.alpha": 0.5},
     "cot": {"train.mode": "cot"},
@@ -66,13 +69,13 @@ def run_arm(cfg, train: bool = True) -> dict:
     """The whole pipeline for a trained arm; only the evaluate stage for the reference models."""
     from llmdistill.evaluate import evaluate
     from llmdistill.pipeline import run
-    from llmdistill.stage import is_complete
+    from llmdistill.stage import read_stats
 
     t0 = time.time()
     if train:
         run(cfg)  # skips the stages already complete for this config: a stopped sweep resumes
-    elif not is_complete(cfg, "evaluate"):
-        evaluate(cfg)
+    elif (read_stats(cfg, "evaluate") or {}).get("config_hash") != cfg.stage_hash("evaluate"):
+        evaluate(cfg)  # a reference model has no train stage upstream: its own config hash decides
     report = json.loads((cfg.stage_dir("evaluate") / "report.json").read_text())
     train = json.loads((cfg.stage_dir("train") / "stats.json").read_text()) if (cfg.stage_dir("train") / "stats.json").is_file() else {}
     return {"report": report, "train": {k: train.get(k) for k in ("steps", "examples", "train_loss", "train_seconds", "tokens_seen")},
@@ -93,7 +96,7 @@ def main(args) -> None:
     t_start = time.time()
     runs: dict[str, dict] = {}
     # Reference models: the replayed teacher and the untrained student on each prompt.
-    runs["teacher+untrained(label)"] = run_arm(config(args, "untrained_label", ARMS["label_gold"], models="[teacher, student_init]"), train=False)
+    runs["teacher+untrained(label)"] = run_arm(config(args, "untrained_label", ARMS["label_gold_value"], models="[teacher, student_init]"), train=False)
     runs["untrained(cot)"] = run_arm(config(args, "untrained_cot", ARMS["cot"], models="[student_init]"), train=False)
     for name, settings in ARMS.items():
         for fraction in sorted(set(args.fractions) if name in SWEEP_ARMS else {1.0}, reverse=True):

@@ -57,6 +57,10 @@ def test_gold_labels_are_written_as_numbers(make_config, scripted, tmp_path):
     cfg = load_config(make_config())
     assert gold_output(Problem(id="x", question="q", answer="( 10.0 * 45.0 )"), cfg) == "450"
     assert gold_output(Problem(id="x", question="q", answer="2.50"), cfg) == "2.5"
+    written = load_config(make_config(), ["train.gold_label=as_written"])
+    assert gold_output(Problem(id="x", question="q", answer="( 10.0 - ( 6.0 + 3.5 ) )"), written) == "(10 - (6 + 3.5))"
+    assert gold_output(Problem(id="x", question="q", answer="2.50"), written) == "2.50"
+    assert cfg.stage_hash("train") != written.stage_hash("train")
 
 
 def test_step_by_step_loss_equals_the_hand_computed_weighted_mean(make_config, scripted, tiny_model, tmp_path):
