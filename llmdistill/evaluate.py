@@ -22,7 +22,7 @@ from llmdistill.jsonl import write_rows
 from llmdistill.prompts import build_prompt, load_prompt, wants_chat
 from llmdistill.records import EvalResult, Problem
 from llmdistill.report import write_report
-from llmdistill.stage import StageRun, require_complete
+from llmdistill.stage import StageRun, require_complete, upstream
 from llmdistill.student import materialize_student
 from llmdistill.tasks import check_answer
 from llmdistill.train_data import student_shots, student_task
@@ -136,7 +136,7 @@ def evaluate(cfg: Config, backends: dict[str, Backend] | None = None) -> dict:
     from llmdistill.report import compare
 
     e = cfg.evaluate
-    if "student" in e.models:
+    if upstream(cfg, "evaluate"):
         require_complete(cfg, "train")
     with StageRun(cfg, "evaluate") as run:
         problems = load_problems(cfg.data, cfg.data.test_split)

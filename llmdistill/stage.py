@@ -29,7 +29,10 @@ def read_stats(cfg: Config, stage: str) -> dict | None:
         return None
 
 
-def _upstream(stage: str) -> str | None:
+def upstream(cfg: Config, stage: str) -> str | None:
+    """The stage whose output this one is built from; an evaluation without the student has none."""
+    if stage == "evaluate" and "student" not in cfg.evaluate.models:
+        return None
     i = STAGES.index(stage)
     return STAGES[i - 1] if i > 0 else None
 
@@ -38,7 +41,7 @@ def is_complete(cfg: Config, stage: str) -> bool:
     stats = read_stats(cfg, stage)
     if not stats or stats.get("config_hash") != cfg.stage_hash(stage):
         return False
-    up = _upstream(stage)
+    up = upstream(cfg, stage)
     if up is None:
         return True
     up_stats = read_stats(cfg, up)
@@ -73,7 +76,7 @@ class StageRun:
         pass
 
     def finish(self, stats: dict) -> dict:
-        up = _upstream(self.stage)
+        up = upstream(self.cfg, self.stage)
         full = {
             "stage": self.stage,
             "config_hash": self.cfg.stage_hash(self.stage),

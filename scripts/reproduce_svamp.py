@@ -69,15 +69,15 @@ def run_arm(cfg, train: bool = True) -> dict:
     """The whole pipeline for a trained arm; only the evaluate stage for the reference models."""
     from llmdistill.evaluate import evaluate
     from llmdistill.pipeline import run
-    from llmdistill.stage import read_stats
+    from llmdistill.stage import is_complete, read_stats
 
     t0 = time.time()
     if train:
         run(cfg)  # skips the stages already complete for this config: a stopped sweep resumes
-    elif (read_stats(cfg, "evaluate") or {}).get("config_hash") != cfg.stage_hash("evaluate"):
-        evaluate(cfg)  # a reference model has no train stage upstream: its own config hash decides
+    elif not is_complete(cfg, "evaluate"):
+        evaluate(cfg)
     report = json.loads((cfg.stage_dir("evaluate") / "report.json").read_text())
-    train = json.loads((cfg.stage_dir("train") / "stats.json").read_text()) if (cfg.stage_dir("train") / "stats.json").is_file() else {}
+    train = read_stats(cfg, "train") or {}
     return {"report": report, "train": {k: train.get(k) for k in ("steps", "examples", "train_loss", "train_seconds", "tokens_seen")},
             "seconds": round(time.time() - t0, 1), "output_dir": cfg.output_dir}
 
