@@ -1,7 +1,7 @@
 """One YAML file per run, one section per stage; validated with ``extra="forbid"``.
 
-``load_config`` applies ``--set section.key=value`` overrides, and every stage saves the
-resolved config beside its outputs.
+The sections' schemas and the stage hashes; reading and writing the file (``load_config``,
+``--set`` overrides, ``save_config``) is in ``config_file``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,9 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from llmdistill.errors import UserError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -381,89 +378,3 @@ STAGE_INPUTS = {
     "train": ["data", "teacher", "generate", "filter", "student", "train", "kd"],
     "evaluate": ["data", "teacher", "generate", "filter", "student", "train", "kd", "evaluate"],
 }
-
-
-def _parse_value(text: str):
-    """Parse an override value as YAML, so `--set train.max_steps=2` gives an int."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    for item in overrides:
-        if "=" not in item:
-            raise UserError(f"--set {item!r}: expected section.key=value")
-        dotted, value = item.split("=", 1)
-        keys = dotted.strip().split(".")
-        node = raw
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set {item!r}: {k} is not a section")
-        node[keys[-1]] = _parse_value(value)
-    return raw
-
-
-def _format_validation_error(e: ValidationError, model: type[BaseModel] = None) -> str:
-    msgs = []
-    for err in e.errors():
-        loc = [str(p) for p in err["loc"]]
-        key = ".".join(loc) or "config"
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1])
-            msgs.append(f"unknown key '{key}' (allowed: {', '.join(allowed)})")
-        elif err["type"] == "missing":
-            msgs.append(f"missing required key '{key}'")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            msgs.append(f"{key}: {msg}" if loc else msg)
-    return "invalid config: " + "; ".join(msgs)
-
-
-def _section_model(annotation) -> type[BaseModel] | None:
-    """The section model inside an annotation such as ``Section``, ``Section | None`` or ``list[Section]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _section_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _allowed_keys(section_path: list[str]) -> list[str]:
-    model: type[BaseModel] = Config
-    for part in section_path:
-        if part.isdigit():  # an item of a list of sections
-            continue
-        field = model.model_fields.get(part)
-        model = _section_model(field.annotation) if field is not None else None
-        if model is None:
-            return []
-    return list(model.model_fields)
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read, override and validate a run config; every failure is a one-line UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', None) or e})") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping of sections at the top level")
-    raw = apply_overrides(raw, overrides or [])
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as e:
-        raise UserError(f"{path}: {_format_validation_error(e)}") from None
-
-
-def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

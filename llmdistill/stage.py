@@ -14,7 +14,8 @@ import time
 import uuid
 from pathlib import Path
 
-from llmdistill.config import STAGES, Config, save_config
+from llmdistill.config import STAGES, Config
+from llmdistill.config_file import save_config
 
 log = logging.getLogger(__name__)
 

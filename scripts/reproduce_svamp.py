@@ -48,7 +48,7 @@ PAPER = {"teacher": 77.0, "label_gold": 62.6, "step_by_step": 65.5}
 
 
 def config(args, name: str, settings: dict, fraction: float = 1.0, models: str = "[student]"):
-    from llmdistill.config import load_config
+    from llmdistill.config_file import load_config
 
     label_prompt = settings.get("train.mode") != "cot"
     overrides = {

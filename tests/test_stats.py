@@ -5,7 +5,7 @@ from math import comb
 
 import pytest
 
-from llmdistill.config import load_config
+from llmdistill.config_file import load_config
 from llmdistill.records import EvalResult, Problem
 from llmdistill.report import compare, render_markdown, write_report
 from llmdistill.stats import agreement, bootstrap_ci, gap_closed, mcnemar_exact, pass_at_k

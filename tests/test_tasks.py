@@ -2,7 +2,8 @@
 
 import pytest
 
-from llmdistill.config import DataConfig, load_config
+from llmdistill.config import DataConfig
+from llmdistill.config_file import load_config
 from llmdistill.data import load_problems
 from llmdistill.errors import UserError
 from llmdistill.records import Problem

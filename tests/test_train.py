@@ -1,7 +1,7 @@
 import torch
 from safetensors.torch import load_file
 
-from llmdistill.config import load_config
+from llmdistill.config_file import load_config
 from llmdistill.filter import filter_traces
 from llmdistill.generate import generate
 from llmdistill.jsonl import read_rows

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmdistill.config import load_config
+from llmdistill.config_file import load_config
 from llmdistill.errors import UserError
 from llmdistill.filter import filter_traces
 from llmdistill.generate import generate
