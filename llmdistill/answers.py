@@ -14,7 +14,7 @@ from llmdistill.arith import safe_eval
 Verdict = Literal["correct", "wrong", "unparseable", "unlabeled"]
 
 # The last "the answer is ..." wins: rationales sometimes say it twice, correcting themselves.
-_ANSWER_IS = re.compile(
+ANSWER_IS = re.compile(
     r"(?:\b(?:so|thus|therefore|hence),?\s+)?\bthe (?:final )?answer is[:\s]*(.+?)\.?(?=\s*$|\.\s|\n)", re.IGNORECASE
 )
 # The same reading in two cheap steps for the usual case (see _fast_answer_is).
@@ -86,7 +86,7 @@ def parse_completion(text: str, stop: list[str], answer_regex: str | None = None
         return Parsed(rationale=text[: fast[0]].strip(), answer=fast[1].strip())
     m = None
     if last != -1:  # unusual text: the full regex over all of it
-        for m in _ANSWER_IS.finditer(text):  # keep the last
+        for m in ANSWER_IS.finditer(text):  # keep the last
             pass
     if m:
         return Parsed(rationale=text[: m.start()].strip(), answer=m.group(1).strip())
@@ -97,6 +97,11 @@ def parse_completion(text: str, stop: list[str], answer_regex: str | None = None
 
 
 _PLAIN = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def format_number(value: float) -> str:
+    """A number's normalized text, as answers are compared and trained on: '450', '2.5', '0.333333'."""
+    return f"{round(value, 6):g}"
 
 
 def to_number(answer: str) -> float | None:

@@ -26,7 +26,7 @@ def _setup_logging() -> None:
 
 
 def _load(config: Path, overrides: list[str] | None):
-    from llmdistill.config_file import load_config
+    from llmdistill.config.file import load_config
 
     _setup_logging()
     return load_config(config, overrides or [])

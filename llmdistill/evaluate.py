@@ -14,18 +14,16 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from llmdistill.answers import parse_completion
-from llmdistill.backends import Backend, Request, SamplingParams, get_backend, request_seed
+from llmdistill.backends import Backend, Request, SamplingParams, get_backend, request_seed, teacher_backend
 from llmdistill.config import Config
 from llmdistill.data import load_problems
-from llmdistill.generate import teacher_backend
+from llmdistill.eval_report import add_to_model_card, compare, write_report
 from llmdistill.jsonl import write_rows
 from llmdistill.prompts import build_prompt, load_prompt, wants_chat
 from llmdistill.records import EvalResult, Problem
-from llmdistill.report import write_report
 from llmdistill.stage import StageRun, require_complete, upstream
 from llmdistill.student import materialize_student
-from llmdistill.tasks import check_answer
-from llmdistill.train_data import student_shots, student_task
+from llmdistill.tasks import check_answer, majority
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +36,7 @@ def model_specs(cfg: Config) -> dict[str, dict]:
             specs[name] = {"path": cfg.teacher.model_name_or_path, "task": "cot", "shots": cfg.data.num_shots}
         else:
             path = materialize_student(cfg) if name == "student_init" else str(cfg.stage_dir("train") / "model")
-            specs[name] = {"path": path, "task": student_task(cfg), "shots": student_shots(cfg)}
+            specs[name] = {"path": path, "task": cfg.student_task(), "shots": cfg.student_shots()}
     for b in cfg.evaluate.baselines:
         specs[b.name] = {"path": b.model_name_or_path, "task": b.task, "shots": cfg.data.num_shots if b.num_shots is None else b.num_shots}
     return specs
@@ -100,7 +98,7 @@ def summarize(results: list[EvalResult], params: int | None, size: int | None, s
 
 def sampled_metrics(samples: list[EvalResult], pass_k: list[int]) -> dict:
     """maj@n (majority over parseable sampled answers, ties to the first seen) and pass@k."""
-    from llmdistill.stats import pass_at_k
+    from llmdistill.eval_metrics import pass_at_k
 
     by_problem: dict[str, list[EvalResult]] = {}
     for r in samples:
@@ -110,10 +108,8 @@ def sampled_metrics(samples: list[EvalResult], pass_k: list[int]) -> dict:
     passk = {k: 0.0 for k in pass_k}
     by_problem = {pid: rows for pid, rows in by_problem.items() if rows[0].gold is not None}  # as greedy accuracy: labelled only
     for rows in by_problem.values():
-        keys = [r.answer_key for r in rows if r.answer_key is not None]
-        if keys:
-            top = Counter(keys).most_common()
-            best = next(k for k in keys if Counter(keys)[k] == top[0][1])
+        best, votes = majority(r.answer_key for r in rows)
+        if votes:
             maj += next(r.verdict == "correct" for r in rows if r.answer_key == best)
         c = sum(r.verdict == "correct" for r in rows)
         for k in pass_k:
@@ -122,19 +118,21 @@ def sampled_metrics(samples: list[EvalResult], pass_k: list[int]) -> dict:
     return {"n_samples": n, f"maj@{n}": round(maj / m, 4), "pass@k": {str(k): round(v / m, 4) for k, v in passk.items()}}
 
 
-def _backend(cfg: Config, name: str, path: str, backends: dict | None):
-    backend = (backends or {}).get(name)
-    if backend is None and name == "teacher":
-        backend = teacher_backend(cfg, cfg.data.test_split)
-    elif backend is None:
-        backend = get_backend("transformers", model_name_or_path=path, dtype=cfg.teacher.dtype, device=cfg.teacher.device, batch_size=cfg.evaluate.batch_size)
-    return backend
+def _backend(cfg: Config, name: str, path: str, backends: dict | None) -> Backend:
+    """The teacher's own engine, or ``evaluate.backend`` for the students and baselines."""
+    e = cfg.evaluate
+    if (backends or {}).get(name) is not None:
+        return backends[name]
+    if name == "teacher":
+        return teacher_backend(cfg.teacher, cfg.generate.seed, cfg.data.test_split)
+    if e.backend == "vllm":
+        return get_backend("vllm", model_name_or_path=path, dtype=e.dtype, max_model_len=e.max_model_len,
+                           gpu_memory_utilization=e.gpu_memory_utilization, seed=e.seed)
+    return get_backend("transformers", model_name_or_path=path, dtype=e.dtype, device=e.device, batch_size=e.batch_size)
 
 
 def evaluate(cfg: Config, backends: dict[str, Backend] | None = None) -> dict:
     """Evaluate each configured model; ``backends`` lets tests inject models by name."""
-    from llmdistill.report import compare
-
     e = cfg.evaluate
     if upstream(cfg, "evaluate"):
         require_complete(cfg, "train")
@@ -145,14 +143,13 @@ def evaluate(cfg: Config, backends: dict[str, Backend] | None = None) -> dict:
         all_results, rationales, models = [], [], {}
         for name, spec in model_specs(cfg).items():
             backend = _backend(cfg, name, spec["path"], backends)
-            if hasattr(backend, "check_alignment"):
-                backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_test is not None)
+            backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_test is not None)
             t0 = time.time()
             results = answer_all(cfg, name, backend, problems, spec["task"], spec["shots"], greedy)
             seconds = time.time() - t0
             models[name] = {"path": spec["path"], "backend": backend.name, "prompt": f"{spec['task']}, {spec['shots'] if spec['shots'] is not None else 'all'} shots",
                             **summarize(results, backend.num_parameters(), disk_size(spec["path"]), seconds)}
-            if e.samples and backend.name != "replay":
+            if e.samples:
                 samples = answer_all(cfg, name, backend, problems, spec["task"], spec["shots"], sampled, first_sample=1)
                 models[name].update(sampled_metrics(samples, e.pass_k))
                 results += samples
@@ -168,8 +165,6 @@ def evaluate(cfg: Config, backends: dict[str, Backend] | None = None) -> dict:
                   **compare(all_results, models, problems, e.bootstrap, e.confidence, e.seed, e.disagreements)}
         write_report(run.dir, report, plot=e.plot)
         if "student" in models:
-            from llmdistill.modelcard import add_evaluation
-
-            add_evaluation(Path(models["student"]["path"]), report, (run.dir / "report.md").read_text())
+            add_to_model_card(Path(models["student"]["path"]), report, (run.dir / "report.md").read_text())
         return run.finish({"problems": len(problems), "accuracy": {k: m["accuracy"] for k, m in models.items()},
                            "ci": {k: m.get("ci") for k, m in models.items()}, "gap_closed": report.get("gap_closed")})

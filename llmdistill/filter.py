@@ -13,30 +13,15 @@ import time
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 
-from llmdistill.answers import parse_completion
-from llmdistill.config import Config, DataConfig
-from llmdistill.filters import FILTER_FUNCTIONS, enabled
+from llmdistill.config import Config
+from llmdistill.filter_rules import FILTER_FUNCTIONS, enabled
 from llmdistill.jsonl import iter_rows, write_rows
 from llmdistill.prompts import load_prompt
-from llmdistill.records import FilteredTrace, Trace, extend_row
+from llmdistill.records import FilteredTrace, Trace
 from llmdistill.stage import StageRun, require_complete
-from llmdistill.tasks import check_answer
+from llmdistill.tasks import check_trace, majority
 
 log = logging.getLogger(__name__)
-
-
-def check_trace(trace: Trace, stop: list[str], data: DataConfig) -> FilteredTrace:
-    """Parse and check one trace with the task's checker; the verdict's reason is kept."""
-    parsed = parse_completion(trace.completion, stop, data.answer_regex)
-    if parsed.answer is None:
-        verdict, reason, key = ("unlabeled" if trace.answer is None else "unparseable"), parsed.reason, None
-    else:
-        verdict, reason, key = check_answer(parsed.answer, trace, data)  # a Trace is a Problem
-    # Validated rows in, fields we computed added: no need to validate again (this runs per trace).
-    return extend_row(
-        FilteredTrace, trace, rationale=parsed.rationale, pred=parsed.answer, answer_key=key, verdict=verdict,
-        majority=None, agreement=None, rejected_by=None, reason=reason,
-    )
 
 
 def run_filters(rows: list[FilteredTrace], cfg: Config) -> tuple[list[FilteredTrace], list[FilteredTrace], dict]:
@@ -71,10 +56,8 @@ def teacher_accuracy(rows: list[FilteredTrace]) -> dict:
     anyc = sum(any(r.verdict == "correct" for r in g) for g in groups.values())
     maj = 0
     for g in groups.values():
-        counts = Counter(r.answer_key for r in g if r.answer_key is not None)
-        if counts:
-            top = counts.most_common(1)[0][0]
-            maj += any(r.answer_key == top and r.verdict == "correct" for r in g)
+        top, votes = majority(r.answer_key for r in g)
+        maj += votes > 0 and any(r.answer_key == top and r.verdict == "correct" for r in g)
     n = len(groups)
     return {
         "traces": round(sum(r.verdict == "correct" for r in labelled) / len(labelled), 4),
@@ -83,7 +66,7 @@ def teacher_accuracy(rows: list[FilteredTrace]) -> dict:
 
 
 @contextmanager
-def _gc_paused():
+def gc_paused():
     """Rows are acyclic; the cyclic collector rescanning hundreds of thousands of them while they
     are created costs a third of the stage's time, and frees nothing."""
     was = gc.isenabled()
@@ -97,7 +80,7 @@ def _gc_paused():
 
 def filter_traces(cfg: Config) -> dict:
     require_complete(cfg, "generate")
-    with StageRun(cfg, "filter") as run, _gc_paused():
+    with StageRun(cfg, "filter") as run, gc_paused():
         stop = load_prompt(cfg.data.prompt).stop
         rows = [check_trace(t, stop, cfg.data) for t in iter_rows(cfg.stage_dir("generate") / "traces.jsonl", Trace)]
         accuracy = teacher_accuracy([r for r in rows if not r.rationalized])

@@ -15,21 +15,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from llmdistill.backends import Backend, Request, SamplingParams, get_backend, request_seed
+from llmdistill.backends import Backend, Request, SamplingParams, request_seed, teacher_backend
 from llmdistill.config import Config
 from llmdistill.data import load_problems
-from llmdistill.filter import check_trace
 from llmdistill.jsonl import RowAppender, recover_rows
 from llmdistill.prompts import PromptTemplate, build_prompt, load_prompt, wants_chat
 from llmdistill.records import Problem, Trace
 from llmdistill.stage import StageRun
+from llmdistill.tasks import check_trace
 
 log = logging.getLogger(__name__)
-
-
-def teacher_backend(cfg: Config, split: str) -> Backend:
-    t = cfg.teacher
-    return get_backend(t.backend, **t.model_dump(exclude={"backend"}), seed=cfg.generate.seed, split=split)
 
 
 def _resume(path: Path, hash_path: Path, config_hash: str) -> list[Trace]:
@@ -113,10 +108,8 @@ def generate(cfg: Config, backend: Backend | None = None) -> dict:
                 if not batch:
                     return
                 if writer is None:  # start the engine only when there is something to ask
-                    backend = backend or teacher_backend(cfg, split)
-                    if hasattr(backend, "check_alignment"):
-                        limit = cfg.data.max_train if split == cfg.data.train_split else cfg.data.max_test
-                        backend.check_alignment([p.id for p in problems], first_rows=limit is not None)
+                    backend = backend or teacher_backend(cfg.teacher, cfg.generate.seed, split)
+                    backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_train is not None)
                     writer = _Writer(cfg, backend, template, out, have)
                 writer.run(batch, index, **kw)
 

@@ -10,6 +10,7 @@ from typing import Iterable, Iterator, TypeVar
 import jsonlines
 from pydantic import BaseModel, ValidationError
 
+from llmdistill.atomic import atomic_open
 from llmdistill.errors import UserError
 
 R = TypeVar("R", bound=BaseModel)
@@ -49,16 +50,12 @@ def read_rows(path: str | Path, model: type[R]) -> list[R]:
 
 def write_rows(path: str | Path, rows: Iterable[BaseModel]) -> int:
     """Write all rows atomically (temp file + rename), so a crash never leaves a file half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:
         writer = _writer(fh)
         for row in rows:
             writer.write(row)
             n += 1
-    os.replace(tmp, path)
     return n
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from pathlib import Path
 
+from llmdistill.atomic import write_text
 from llmdistill.config import STAGES, Config
-from llmdistill.config_file import save_config
+from llmdistill.config.file import save_config
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,6 @@ class StageRun:
             "seconds": round(time.time() - self.t0, 2),
             **stats,
         }
-        tmp = self.dir / "stats.json.tmp"
-        tmp.write_text(json.dumps(full, indent=2))
-        os.replace(tmp, self.dir / "stats.json")
+        write_text(self.dir / "stats.json", json.dumps(full, indent=2))
         log.info("%s done in %.1fs -> %s", self.stage, full["seconds"], self.dir)
         return full

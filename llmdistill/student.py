@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 from pathlib import Path
 
+from llmdistill.atomic import atomic_dir
 from llmdistill.config import Config
 from llmdistill.errors import UserError
 
@@ -70,17 +70,14 @@ def materialize_student(cfg: Config) -> str:
     marker = out / "llmdistill-init.json"
     if marker.is_file() and marker.read_text() == recipe:
         return str(out)
-    shutil.rmtree(out, ignore_errors=True)  # another recipe, or a copy from before the marker existed
     from llmdistill.backends.hf import load_model, load_tokenizer
 
     teacher = load_model(source, dtype="float32", device="cpu")
     keep = layers_to_keep(teacher.config.num_hidden_layers, s.keep_layers)
     student = prune_depth(teacher, keep)
-    tmp = out.with_name("init.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    student.save_pretrained(tmp)
-    load_tokenizer(source).save_pretrained(tmp)
-    (tmp / marker.name).write_text(recipe)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:  # replaces a copy of another recipe once this one is whole
+        student.save_pretrained(tmp)
+        load_tokenizer(source).save_pretrained(tmp)
+        (tmp / marker.name).write_text(recipe)
     log.info("depth-pruned %s: kept layers %s of %d -> %s", source, keep, teacher.config.num_hidden_layers, out)
     return str(out)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import re
 import string
+from collections import Counter
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Iterable
 
-from llmdistill.answers import Verdict, to_number
+from llmdistill.answers import Verdict, format_number, parse_completion, to_number
 from llmdistill.config import DataConfig
 from llmdistill.errors import UserError
-from llmdistill.records import Problem
+from llmdistill.records import FilteredTrace, Problem, Trace, extend_row
 
 LETTERS = string.ascii_lowercase
 
@@ -142,7 +143,7 @@ def numeric_key(pred: str) -> tuple[str | None, str]:
     value = to_number(pred)
     if value is None:
         return None, f"answer {pred[:60]!r} is not a number"
-    return f"{round(value, 6):g}", ""
+    return format_number(value), ""
 
 
 def answer_key(pred: str | None, problem: Problem, cfg: DataConfig) -> tuple[str | None, str]:
@@ -189,7 +190,7 @@ def check_answer(pred: str | None, problem: Problem, cfg: DataConfig) -> tuple[V
         value = to_number(pred)
         if value is None:
             return "unparseable", f"answer {pred[:60]!r} is not a number", None
-        key = f"{round(value, 6):g}"
+        key = format_number(value)
         return (*_check_numeric(key, problem, cfg), key)
     key, why = answer_key(pred, problem, cfg)
     if problem.answer is None:
@@ -198,3 +199,24 @@ def check_answer(pred: str | None, problem: Problem, cfg: DataConfig) -> tuple[V
         return "unparseable", why, None
     verdict, reason = CHECKERS[cfg.answer_type](key, problem, cfg)
     return verdict, reason, key
+
+
+def check_trace(trace: Trace, stop: list[str], data: DataConfig) -> FilteredTrace:
+    """Parse one teacher trace into rationale and answer and check it; the verdict's reason is kept."""
+    parsed = parse_completion(trace.completion, stop, data.answer_regex)
+    if parsed.answer is None:
+        verdict, reason, key = ("unlabeled" if trace.answer is None else "unparseable"), parsed.reason, None
+    else:
+        verdict, reason, key = check_answer(parsed.answer, trace, data)  # a Trace is a Problem
+    # Validated rows in, fields we computed added: no need to validate again (this runs per trace).
+    return extend_row(
+        FilteredTrace, trace, rationale=parsed.rationale, pred=parsed.answer, answer_key=key, verdict=verdict,
+        majority=None, agreement=None, rejected_by=None, reason=reason,
+    )
+
+
+def majority(keys: Iterable[str | None]) -> tuple[str | None, int]:
+    """The most common normalized answer and its count (None answers do not vote; ties go to the
+    answer seen first): the vote of the filter, the teacher's accuracy and maj@n."""
+    counts = Counter(k for k in keys if k is not None)
+    return counts.most_common(1)[0] if counts else (None, 0)

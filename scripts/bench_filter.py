@@ -101,8 +101,9 @@ def peak_rss_mib() -> int:
 def bench_steps(n: int, threshold: float, shingle: int, num_perm: int, repeats: int = 5) -> dict:
     from llmdistill.config import Config
     from llmdistill.dedup import near_duplicates, shingles
-    from llmdistill.filter import _gc_paused, check_trace
-    from llmdistill.filters import correct, dedup_exact, parse
+    from llmdistill.filter import gc_paused
+    from llmdistill.tasks import check_trace
+    from llmdistill.filter_rules import correct, dedup_exact, parse
     from llmdistill.records import Trace
 
     rows, exact, near = corpus(n)
@@ -111,7 +112,7 @@ def bench_steps(n: int, threshold: float, shingle: int, num_perm: int, repeats: 
     stop = ["\n\nQ:", "\nQ:"]
     runs = []
     for _ in range(repeats):  # this machine is shared: report the best and the median of a few runs
-        with _gc_paused():  # as in the stage
+        with gc_paused():  # as in the stage
             t0 = time.perf_counter()
             checked = [check_trace(t, stop, cfg.data) for t in traces]
             kept = [r for r, why in zip(checked, parse(checked, cfg)) if why is None]

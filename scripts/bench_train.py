@@ -101,8 +101,8 @@ def run_arm(arm: str, args) -> dict:
     from llmdistill.generate import generate
     from llmdistill.jsonl import read_rows
     from llmdistill.records import FilteredTrace
-    from llmdistill.train import make_trainer
-    from llmdistill.train_data import build_examples, preflight
+    from llmdistill.train.trainers import make_trainer
+    from llmdistill.train.examples import build_examples, preflight
 
     mode = {"sft-cot": "cot", "cot": "cot", "cot-packed": "cot", "sft-sbs": "step_by_step", "step_by_step": "step_by_step"}[arm]
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,10 +117,10 @@ def run_arm(arm: str, args) -> dict:
             from transformers import AutoModelForCausalLM
             from trl import SFTTrainer
 
-            from llmdistill.train import _sft_config
+            from llmdistill.train.args import sft_config
 
             ds = datasets.Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
-            trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(args.model, dtype="float32"), args=_sft_config(cfg, tmp + "/ckpt", False),
+            trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(args.model, dtype="float32"), args=sft_config(cfg, tmp + "/ckpt", False),
                                  train_dataset=ds, processing_class=tok)
         else:
             trainer = make_trainer(cfg, args.model, examples, tmp + "/ckpt")

@@ -48,7 +48,7 @@ PAPER = {"teacher": 77.0, "label_gold": 62.6, "step_by_step": 65.5}
 
 
 def config(args, name: str, settings: dict, fraction: float = 1.0, models: str = "[student]"):
-    from llmdistill.config_file import load_config
+    from llmdistill.config.file import load_config
 
     label_prompt = settings.get("train.mode") != "cot"
     overrides = {
@@ -88,7 +88,7 @@ def greedy_correct(out_dir: str, model: str) -> dict[str, bool]:
 
 
 def main(args) -> None:
-    from llmdistill.stats import agreement, bootstrap_ci, gap_closed, mcnemar_exact
+    from llmdistill.eval_metrics import agreement, bootstrap_ci, gap_closed, mcnemar_exact
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not Path(args.model, "config.json").is_file():

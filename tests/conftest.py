@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmdistill.backends import BACKENDS, Completion, Request, SamplingParams
+from llmdistill.backends import BACKENDS, Backend, Completion, Request, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -57,7 +57,7 @@ def tiny_model(tmp_path_factory) -> str:
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), hidden=16, layers=4, heads=2, kv_heads=1)
 
 
-class ScriptedBackend:
+class ScriptedBackend(Backend):
     """A teacher whose completion for each question a test queues up in ``SCRIPT``.
 
     A question with no script gets a wrong answer; ``FAIL_AFTER`` simulates a crash after that

@@ -54,10 +54,10 @@ def test_safe_eval_refuses_hostile_or_bad_input(expr):
 
 def _reference(text: str):
     """The plain regex reading: the last full-regex match in the text."""
-    from llmdistill.answers import _ANSWER_IS
+    from llmdistill.answers import ANSWER_IS
 
     m = None
-    for m in _ANSWER_IS.finditer(text):
+    for m in ANSWER_IS.finditer(text):
         pass
     return None if m is None else (text[: m.start()].strip(), m.group(1).strip())
 

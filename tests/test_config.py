@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from llmdistill.config_file import load_config
+from llmdistill.config.file import load_config
 from llmdistill.errors import UserError
 
 BASE = {"output_dir": "out", "data": {"path": "data/quickstart"}, "teacher": {"model_name_or_path": "m"}}

@@ -1,6 +1,6 @@
 import json
 
-from llmdistill.config_file import load_config
+from llmdistill.config.file import load_config
 from llmdistill.filter import filter_traces
 from llmdistill.generate import generate
 from llmdistill.jsonl import read_rows

@@ -4,7 +4,7 @@ import pytest
 
 from llmdistill.config import Config
 from llmdistill.filter import run_filters, teacher_accuracy
-from llmdistill.filters import FILTER_FUNCTIONS
+from llmdistill.filter_rules import FILTER_FUNCTIONS
 from llmdistill.records import FilteredTrace
 
 from tests.conftest import write_jsonl

@@ -1,6 +1,6 @@
 import pytest
 
-from llmdistill.config_file import load_config
+from llmdistill.config.file import load_config
 from llmdistill.generate import generate
 from llmdistill.jsonl import read_rows
 from llmdistill.records import Trace

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from llmdistill.losses import per_example_mean, step_by_step_loss, topk_kl
+from llmdistill.train.losses import per_example_mean, step_by_step_loss, topk_kl
 
 
 def test_per_example_mean_ignores_masked_tokens():

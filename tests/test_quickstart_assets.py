@@ -3,7 +3,7 @@
 import json
 import sys
 
-from llmdistill.config_file import load_config
+from llmdistill.config.file import load_config
 from llmdistill.prompts import load_prompt
 
 from tests.conftest import ROOT

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from llmdistill.backends import Request, SamplingParams
 from llmdistill.backends.replay import ReplayBackend
 from llmdistill.cli import app
-from llmdistill.config_file import load_config
+from llmdistill.config.file import load_config
 from llmdistill.errors import UserError
 from llmdistill.jsonl import read_rows
 from llmdistill.records import FilteredTrace, Trace

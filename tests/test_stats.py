@@ -5,10 +5,10 @@ from math import comb
 
 import pytest
 
-from llmdistill.config_file import load_config
+from llmdistill.config.file import load_config
 from llmdistill.records import EvalResult, Problem
-from llmdistill.report import compare, render_markdown, write_report
-from llmdistill.stats import agreement, bootstrap_ci, gap_closed, mcnemar_exact, pass_at_k
+from llmdistill.eval_report import compare, render_markdown, write_report
+from llmdistill.eval_metrics import agreement, bootstrap_ci, gap_closed, mcnemar_exact, pass_at_k
 
 
 def test_mcnemar_exact_by_hand():

@@ -3,7 +3,7 @@
 import pytest
 
 from llmdistill.config import DataConfig
-from llmdistill.config_file import load_config
+from llmdistill.config.file import load_config
 from llmdistill.data import load_problems
 from llmdistill.errors import UserError
 from llmdistill.records import Problem

@@ -1,12 +1,13 @@
 import torch
 from safetensors.torch import load_file
 
-from llmdistill.config_file import load_config
+from llmdistill.config.file import load_config
 from llmdistill.filter import filter_traces
 from llmdistill.generate import generate
 from llmdistill.jsonl import read_rows
 from llmdistill.records import TrainExample
-from llmdistill.train import make_trainer, train
+from llmdistill.train import train
+from llmdistill.train.trainers import make_trainer
 
 from tests.conftest import correct_script
 

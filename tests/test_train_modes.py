@@ -7,13 +7,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmdistill.config_file import load_config
+from llmdistill.config.file import load_config
 from llmdistill.errors import UserError
 from llmdistill.filter import filter_traces
 from llmdistill.generate import generate
 from llmdistill.jsonl import read_rows
 from llmdistill.records import TrainExample
-from llmdistill.train import make_trainer, train
+from llmdistill.train import train
+from llmdistill.train.trainers import make_trainer
 
 from tests.conftest import correct_script, save_tiny_llama
 
@@ -52,7 +53,7 @@ def test_each_mode_trains_two_steps_and_changes_the_weights(make_config, scripte
 
 def test_gold_labels_are_written_as_numbers(make_config, scripted, tmp_path):
     from llmdistill.records import Problem
-    from llmdistill.train_data import gold_output
+    from llmdistill.train.examples import gold_output
 
     cfg = load_config(make_config())
     assert gold_output(Problem(id="x", question="q", answer="( 10.0 * 45.0 )"), cfg) == "450"
@@ -105,7 +106,7 @@ def test_step_by_step_prompt_tokens_are_outside_the_loss(make_config, scripted, 
 
 
 def test_group_sampler_keeps_a_traces_tasks_together():
-    from llmdistill.trainers import GroupSampler
+    from llmdistill.train.trainers import GroupSampler
 
     sampler = GroupSampler([0, 0, 1, 1, 2, 3, 3], seed=1)
     order = list(sampler)
@@ -125,7 +126,7 @@ def test_preflight_refuses_a_config_that_truncates_answers(make_config, scripted
 def test_preflight_drop_counts_what_it_dropped(make_config, scripted, tmp_path):
     from llmdistill.backends.hf import load_tokenizer
     from llmdistill.records import FilteredTrace
-    from llmdistill.train_data import build_examples, preflight
+    from llmdistill.train.examples import build_examples, preflight
 
     cfg = _pipeline(make_config, scripted, train={"on_overlength": "drop"})
     traces = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
@@ -154,7 +155,7 @@ def test_validation_split_is_held_out_and_selects_a_checkpoint(make_config, scri
 def test_resume_continues_from_the_saved_step(make_config, scripted, monkeypatch):
     from transformers import TrainerCallback
 
-    import llmdistill.train as train_mod
+    import llmdistill.train.sft as train_mod
 
     cfg = _pipeline(make_config, scripted, train={"max_steps": 4, "save_steps": 2, "per_device_train_batch_size": 1})
 
@@ -319,7 +320,7 @@ def test_data_fraction_takes_nested_subsets_of_problems(make_config, scripted):
     from llmdistill.backends.hf import load_tokenizer
     from llmdistill.data import load_problems
     from llmdistill.records import FilteredTrace
-    from llmdistill.train_data import build_examples, in_subset
+    from llmdistill.train.examples import build_examples, in_subset
 
     ids = [f"p{i}" for i in range(2000)]
     quarter, half = {i for i in ids if in_subset(i, 0.25)}, {i for i in ids if in_subset(i, 0.5)}
@@ -332,7 +333,7 @@ def test_data_fraction_takes_nested_subsets_of_problems(make_config, scripted):
 
 
 def test_group_sampler_order_follows_the_epoch_for_resume():
-    from llmdistill.trainers import ExtraFieldsCollator, GroupSampler
+    from llmdistill.train.trainers import ExtraFieldsCollator, GroupSampler
 
     a, b = GroupSampler(list(range(20)), seed=0), GroupSampler(list(range(20)), seed=0)
     list(a)  # epoch 0 consumed in one process...

@@ -23,7 +23,8 @@ def vllm_model(tmp_path_factory) -> str:
     also show that trained students load in vLLM."""
     from llmdistill.config import Config
     from llmdistill.records import TrainExample
-    from llmdistill.train import _save, make_trainer
+    from llmdistill.train.checkpoints import save_model
+    from llmdistill.train.trainers import make_trainer
     from tests.conftest import ROOT, save_tiny_llama
 
     base = save_tiny_llama(tmp_path_factory.mktemp("vllm-tiny"), hidden=128, layers=2, heads=2, kv_heads=2)
@@ -37,7 +38,7 @@ def vllm_model(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("student") / "model"
     trainer = make_trainer(cfg, base, examples, str(out.parent / "ckpt"))
     trainer.train()
-    _save(trainer, out, merge=True)
+    save_model(trainer, out, merge=True)
     return str(out)
 
 

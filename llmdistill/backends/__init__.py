@@ -7,8 +7,9 @@ A backend turns requests (a plain prompt string, or chat messages) into completi
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Union
+from typing import Literal, Union
 
 Prompt = Union[str, list[dict]]  # completion text, or chat messages [{"role", "content"}]
 
@@ -45,20 +46,29 @@ class Completion:
     token_ids: list[int] | None = None  # the generated token ids (local engines), for offline logit distillation
 
 
-class Backend(Protocol):
-    name: str
-    model_name: str
-    supports_chat: bool  # takes chat messages (else only plain prompts)
+class Backend:
+    """The interface every engine implements; the defaults suit engines without the optional parts."""
+
+    name: str = ""
+    model_name: str = ""
+    supports_chat: bool = False  # takes chat messages (else only plain prompts)
 
     def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
         """One list of ``params.n`` completions per request, in request order."""
+        raise NotImplementedError
 
     def prompt_text(self, prompt: Prompt) -> str:
         """The prompt as the model sees it, for the trace's provenance."""
+        return prompt if isinstance(prompt, str) else json.dumps(prompt)
 
-    def num_parameters(self) -> int | None: ...
+    def check_alignment(self, problem_ids: list[str], first_rows: bool = False) -> None:
+        """Fail before any work when the engine cannot answer these problems (replayed outputs)."""
 
-    def close(self) -> None: ...
+    def num_parameters(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        """Free the engine's memory."""
 
 
 BACKENDS = {
@@ -67,11 +77,30 @@ BACKENDS = {
     "openai": "llmdistill.backends.openai:OpenAIBackend",
     "replay": "llmdistill.backends.replay:ReplayBackend",
 }
+# The ``teacher`` settings each backend reads besides model_name_or_path (and batch_size, by which
+# the generate stage sends its requests to every backend). A setting of another backend is refused
+# at config load: it would be ignored.
+KNOBS: dict[str, tuple[str, ...]] = {
+    "transformers": ("dtype", "device", "batch_size"),
+    "vllm": ("dtype", "tensor_parallel_size", "max_model_len", "gpu_memory_utilization", "enable_prefix_caching"),
+    "openai": ("base_url", "api", "api_key_env", "concurrency", "timeout_s", "max_retries", "backoff_s"),
+    "replay": ("replay",),
+}
+# What a backend takes from the run rather than the teacher section.
+RUN_ARGS: dict[str, tuple[str, ...]] = {"vllm": ("seed",), "replay": ("split",)}
 
 
 def get_backend(kind: str, **kwargs) -> Backend:
     module, cls = BACKENDS[kind].split(":")
     return getattr(importlib.import_module(module), cls)(**kwargs)
+
+
+def teacher_backend(teacher, seed: int, split: str) -> Backend:
+    """The teacher's engine for one split, from the ``teacher`` section (a ``ModelConfig``)."""
+    run = {"seed": seed, "split": split}
+    kwargs = {k: getattr(teacher, k) for k in KNOBS.get(teacher.backend, ())}
+    kwargs |= {k: run[k] for k in RUN_ARGS.get(teacher.backend, ())}
+    return get_backend(teacher.backend, model_name_or_path=teacher.model_name_or_path, **kwargs)
 
 
 def request_seed(base: int, problem_id: str) -> int:

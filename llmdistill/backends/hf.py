@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmdistill.answers import cut_at_stop
-from llmdistill.backends import Completion, Prompt, Request, SamplingParams
+from llmdistill.backends import Backend, Completion, Prompt, Request, SamplingParams
 from llmdistill.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,10 @@ def chat_text(tokenizer, prompt: Prompt) -> str:
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     name = "transformers"
 
-    def __init__(self, model_name_or_path: str, dtype: str = "float32", device: str = "auto", batch_size: int = 16, **_):
+    def __init__(self, model_name_or_path: str, dtype: str = "float32", device: str = "auto", batch_size: int = 16):
         self.model_name = model_name_or_path
         self.tokenizer = load_tokenizer(model_name_or_path)
         self.tokenizer.padding_side = "left"

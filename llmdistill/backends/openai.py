@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from llmdistill.backends import Completion, Prompt, Request, SamplingParams
+from llmdistill.backends import Backend, Completion, Prompt, Request, SamplingParams
 from llmdistill.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -27,24 +27,22 @@ class BackendError(UserError):
     """The endpoint kept failing after every retry, or refused the request outright."""
 
 
-class OpenAIBackend:
+class OpenAIBackend(Backend):
     name = "openai"
+    MAX_BACKOFF_S = 60.0
 
     def __init__(
         self, model_name_or_path: str, base_url: str = "http://127.0.0.1:8000/v1", api: str = "chat", api_key_env: str | None = "OPENAI_API_KEY",
-        concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 6, backoff_s: float = 1.0, max_backoff_s: float = 60.0, **_,
+        concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 6, backoff_s: float = 1.0,
     ):
         self.model_name = model_name_or_path
         self.supports_chat = api == "chat"
         self.api, self.concurrency, self.max_retries = api, concurrency, max_retries
-        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.backoff_s = backoff_s
         key = os.environ.get(api_key_env) if api_key_env else None
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
         self.base_url = base_url
-
-    def num_parameters(self) -> int | None:
-        return None
 
     def prompt_text(self, prompt: Prompt) -> str:
         if isinstance(prompt, str):
@@ -90,7 +88,7 @@ class OpenAIBackend:
                 last = f"{type(e).__name__}: {e}"
             if attempt == self.max_retries:
                 break
-            wait = wait if wait is not None else min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+            wait = wait if wait is not None else min(self.MAX_BACKOFF_S, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
             log.warning("%s%s failed (%s); retry %d/%d in %.1fs", self.base_url, path, last, attempt + 1, self.max_retries, wait)
             time.sleep(wait)
         raise BackendError(f"{self.base_url}{path} failed after {self.max_retries} retries: {last}")

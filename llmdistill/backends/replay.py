@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from llmdistill.backends import Completion, Prompt, Request, SamplingParams
+from llmdistill.backends import Backend, Completion, Request, SamplingParams
 from llmdistill.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,11 @@ def _load_files(paths: list[str]) -> tuple[list[str] | None, dict[tuple[str, int
     return (positional or None), (keyed or None)
 
 
-class ReplayBackend:
+class ReplayBackend(Backend):
     name = "replay"
     supports_chat = True  # the prompt is only provenance here
 
-    def __init__(self, model_name_or_path: str, replay: dict[str, list[str]] | None = None, split: str | None = None, **_):
+    def __init__(self, model_name_or_path: str, replay: dict[str, list[str]] | None = None, split: str | None = None):
         self.model_name = model_name_or_path
         files = (replay or {}).get(split or "")
         if not files:
@@ -77,12 +77,6 @@ class ReplayBackend:
             if missing or extra:
                 raise UserError(f"replay files {self.files}: {len(missing)} problem ids have no completion (e.g. {missing[:3]}), {len(extra)} rows match no problem (e.g. {extra[:3]})")
 
-    def num_parameters(self) -> int | None:
-        return None
-
-    def prompt_text(self, prompt: Prompt) -> str:
-        return prompt if isinstance(prompt, str) else json.dumps(prompt)
-
     def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
         out = []
         for r in requests:
@@ -100,5 +94,3 @@ class ReplayBackend:
             out.append([Completion(text=t, finish_reason="unknown", prompt_tokens=0, completion_tokens=0) for t in texts])
         return out
 
-    def close(self) -> None:
-        pass

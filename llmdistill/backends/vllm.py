@@ -11,7 +11,7 @@ import logging
 import os
 import time
 
-from llmdistill.backends import Completion, Prompt, Request, SamplingParams
+from llmdistill.backends import Backend, Completion, Prompt, Request, SamplingParams
 from llmdistill.backends.hf import chat_text
 from llmdistill.errors import UserError
 
@@ -29,12 +29,12 @@ def _cpu_defaults() -> None:
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
-class VLLMBackend:
+class VLLMBackend(Backend):
     name = "vllm"
 
     def __init__(
         self, model_name_or_path: str, dtype: str = "auto", tensor_parallel_size: int = 1, max_model_len: int | None = None,
-        gpu_memory_utilization: float | None = None, enable_prefix_caching: bool = True, seed: int = 0, **_,
+        gpu_memory_utilization: float | None = None, enable_prefix_caching: bool = True, seed: int = 0,
     ):
         cpu = _on_cpu()
         if cpu:
@@ -55,9 +55,6 @@ class VLLMBackend:
         log.info("vLLM engine for %s ready in %.1fs", model_name_or_path, time.time() - t0)
         self.tokenizer = self.llm.get_tokenizer()
         self.supports_chat = bool(getattr(self.tokenizer, "chat_template", None))
-
-    def num_parameters(self) -> int | None:
-        return None  # vLLM does not expose it cheaply; evaluate counts from the checkpoint instead
 
     def prompt_text(self, prompt: Prompt) -> str:
         return chat_text(self.tokenizer, prompt)

@@ -1,4 +1,4 @@
-"""The filters of the filter stage: small functions in a registry, each with its config section.
+"""The rules of the filter stage (``filter.order``): small functions in a registry, each with its config section.
 
 A filter sees the rows still kept and returns, for each, a reason to reject it or None to keep
 it. Filters that look at groups (vote, dedup, select) see every kept row at once.
@@ -13,6 +13,7 @@ from typing import Callable
 from llmdistill.config import Config
 from llmdistill.dedup import build_ngram_index, exact_key, near_duplicates, normalize, shared_ngram
 from llmdistill.records import FilteredTrace
+from llmdistill.tasks import majority
 
 log = logging.getLogger(__name__)
 Reasons = list["str | None"]
@@ -42,10 +43,9 @@ def vote(rows: list[FilteredTrace], cfg: Config) -> Reasons:
     for r in rows:
         groups[r.id].append(r)
     for group in groups.values():
-        counts = Counter(r.answer_key for r in group if r.answer_key is not None)
-        majority, votes = counts.most_common(1)[0] if counts else (None, 0)
+        top, votes = majority(r.answer_key for r in group)
         for r in group:
-            r.majority, r.agreement = majority, round(votes / len(group), 4)
+            r.majority, r.agreement = top, round(votes / len(group), 4)
     out: Reasons = []
     for r in rows:
         if r.agreement < cfg.filter.vote.min_agreement:

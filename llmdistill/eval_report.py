@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import re
 from itertools import combinations
 from pathlib import Path
 
+from llmdistill.atomic import write_text
+from llmdistill.eval_metrics import agreement, bootstrap_ci, gap_closed, mcnemar_exact
 from llmdistill.records import EvalResult, Problem
-from llmdistill.stats import agreement, bootstrap_ci, gap_closed, mcnemar_exact
 
 log = logging.getLogger(__name__)
 
+EVAL_HEADING = "## Evaluation"  # the model card section the evaluate stage owns
 LABELS = {"teacher": "teacher", "student_init": "student (before training)", "student": "student (after training)"}
 
 
@@ -141,7 +143,24 @@ def plot_accuracy(report: dict, path: Path) -> bool:
 def write_report(out_dir: Path, report: dict, plot: bool = True) -> None:
     if plot and plot_accuracy(report, out_dir / "accuracy.png"):
         report["plot"] = "accuracy.png"
-    for name, text in (("report.json", json.dumps(report, indent=2)), ("report.md", render_markdown(report))):
-        tmp = out_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out_dir / name)
+    write_text(out_dir / "report.json", json.dumps(report, indent=2))
+    write_text(out_dir / "report.md", render_markdown(report))
+
+
+def add_to_model_card(model_dir: Path, report: dict, report_md: str) -> None:
+    """Replace the card's evaluation section with the headline numbers and the report's table."""
+    card = model_dir / "README.md"
+    if not card.is_file():
+        return
+    text = card.read_text()
+    text = re.split(rf"\n{re.escape(EVAL_HEADING)}\n", text)[0].rstrip() + "\n"
+    m = report["models"]
+    head = [f"On the {report['split']} split ({report['problems']} problems), greedy: student {fmt_accuracy(m['student'])}"]
+    if "teacher" in m:
+        head.append(f"teacher {fmt_accuracy(m['teacher'])}")
+    if "student_init" in m:
+        head.append(f"untrained student {fmt_accuracy(m['student_init'])}")
+    headline = ", ".join(head) + (f"; gap closed {100 * report['gap_closed']:.1f}%." if report.get("gap_closed") is not None else ".")
+    table = report_md.split("\n## ")[0]  # the main table and its notes, without pairs and samples
+    body = re.sub(r"^# .*\n", "", table).replace("![accuracy against size and latency](accuracy.png)", "").strip()
+    card.write_text(f"{text}\n{EVAL_HEADING}\n\n{headline}\n\n{body}\n")

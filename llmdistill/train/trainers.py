@@ -13,16 +13,16 @@ by the accumulation steps when ``model_accepts_loss_kwargs`` is off).
 from __future__ import annotations
 
 import random
-import warnings
 
 import torch
 from torch.utils.data import Sampler
 
-from llmdistill.losses import per_example_mean, step_by_step_loss, topk_kl
+from llmdistill.config import Config
+from llmdistill.records import TrainExample
+from llmdistill.train.args import lora_config, sft_config, trl_class
+from llmdistill.train.losses import per_example_mean, step_by_step_loss, topk_kl
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="TRL currently supports vLLM")
-    from trl import SFTTrainer
+SFTTrainer = trl_class("SFTTrainer")
 
 
 class GroupSampler(Sampler):
@@ -88,7 +88,7 @@ class _CustomLossTrainer(SFTTrainer):
         self.data_collator = self._wrap_collator(self.data_collator)
 
     def _wrap_collator(self, base):
-        raise NotImplementedError
+        return base
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -158,3 +158,46 @@ class TopKDistillTrainer(_CustomLossTrainer):
         self._record("ce_loss", ce_mean)
         self._record("topk_kl", kl_mean)
         return (loss, outputs) if return_outputs else loss
+
+
+def _rows(examples: list[TrainExample], split: str, with_task: bool) -> list[dict]:
+    rows, groups = [], {}
+    for e in examples:
+        if e.split != split:
+            continue
+        row = {"prompt": e.prompt, "completion": e.completion}
+        if with_task:
+            row["task"] = 0 if e.task == "label" else 1
+            row["group"] = groups.setdefault((e.id, e.sample), len(groups))
+        rows.append(row)
+    return rows
+
+
+def _dataset(rows: list[dict]):
+    import datasets
+
+    return datasets.Dataset.from_list(rows) if rows else None
+
+
+def make_trainer(cfg: Config, student_path: str, examples: list[TrainExample], output_dir: str, tokenized: list[dict] | None = None):
+    """The trainer for ``train.mode`` / ``kd.method``: plain ``SFTTrainer`` (label, cot), the
+    step-by-step trainer, or the offline top-k trainer over pre-tokenized rows (``tokenized``)."""
+    from transformers import AutoModelForCausalLM
+
+    from llmdistill.backends.hf import load_tokenizer
+
+    tokenizer = load_tokenizer(student_path)
+    model = AutoModelForCausalLM.from_pretrained(student_path, dtype="float32")
+    if tokenized is not None:
+        train_rows = [r for r, e in zip(tokenized, examples) if e.split == "train"]
+        eval_rows = [r for r, e in zip(tokenized, examples) if e.split == "validation"]
+    else:
+        with_task = cfg.train.mode == "step_by_step"
+        train_rows, eval_rows = _rows(examples, "train", with_task), _rows(examples, "validation", with_task)
+    kwargs = dict(model=model, args=sft_config(cfg, output_dir, bool(eval_rows)), train_dataset=_dataset(train_rows),
+                  eval_dataset=_dataset(eval_rows), processing_class=tokenizer, peft_config=lora_config(cfg))
+    if tokenized is not None:
+        return TopKDistillTrainer(**kwargs, lam=cfg.kd.lam)
+    if cfg.train.mode == "step_by_step":
+        return StepByStepTrainer(**kwargs, alpha=cfg.train.alpha)
+    return SFTTrainer(**kwargs)

@@ -10,8 +10,8 @@ from llmdistill.config import Config
 from llmdistill.errors import UserError
 from llmdistill.prompts import load_prompt
 from llmdistill.records import FilteredTrace, TrainExample
-from llmdistill.train_data import preflight
-from llmdistill.vocab import check_same_vocab
+from llmdistill.train.examples import preflight
+from llmdistill.train.vocab import check_same_vocab
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from typing import get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from llmdistill.config import Config
+from llmdistill.atomic import write_text
+from llmdistill.config.root import Config
 from llmdistill.errors import UserError
 
 
@@ -96,4 +97,4 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -18,7 +18,7 @@ import logging
 import re
 import statistics
 
-from llmdistill.answers import to_number
+from llmdistill.answers import format_number, to_number
 from llmdistill.config import Config
 from llmdistill.errors import UserError
 from llmdistill.prompts import PromptRenderer, load_prompt
@@ -26,15 +26,6 @@ from llmdistill.records import FilteredTrace, Problem, TrainExample
 from llmdistill.tasks import LETTERS
 
 log = logging.getLogger(__name__)
-
-
-def student_task(cfg: Config) -> str:
-    """The prompt task the trained student answers at inference."""
-    return "cot" if cfg.train.mode == "cot" else "label"
-
-
-def student_shots(cfg: Config) -> int | None:
-    return cfg.data.num_shots if cfg.train.num_shots is None else cfg.train.num_shots
 
 
 def gold_output(problem: Problem, cfg: Config) -> str | None:
@@ -47,7 +38,7 @@ def gold_output(problem: Problem, cfg: Config) -> str | None:
         value = to_number(problem.answer)
         if value is None:
             raise UserError(f"problem {problem.id}: gold answer {problem.answer!r} is not a number")
-        return f"{round(value, 6):g}"
+        return format_number(value)
     if cfg.data.answer_type == "choice" and problem.choices:
         return f"({problem.answer}) {problem.choices[LETTERS.index(problem.answer)]}"
     return problem.answer
@@ -80,7 +71,7 @@ def build_examples(cfg: Config, traces: list[FilteredTrace], tokenizer, problems
     """
     t = cfg.train
     template = load_prompt(cfg.data.prompt)
-    render = PromptRenderer(template, tokenizer, student_shots(cfg), cfg.data.prompt_format)
+    render = PromptRenderer(template, tokenizer, cfg.student_shots(), cfg.data.prompt_format)
     prefix = render.completion_prefix
 
     def example(row: Problem, sample: int, task: str, rationale: str, answer: str) -> TrainExample:
@@ -161,7 +152,7 @@ def preflight(cfg: Config, examples: list[TrainExample], tokenizer) -> tuple[lis
         raise UserError(
             f"preflight: {len(over)} of {len(examples)} training examples are longer than train.max_length={limit} tokens "
             f"(longest {worst}, p95 {report['total_tokens']['p95']}); truncation would cut their answers. Raise train.max_length "
-            f"to at least {worst}, lower filter.length.max_tokens, or set train.on_overlength: drop"
+            f"to at least {worst}, shorten the rationales (filter.length.max_words), or set train.on_overlength: drop"
         )
     keep = set(range(len(examples))) - set(over)
     kept = [e for i, e in enumerate(examples) if i in keep]

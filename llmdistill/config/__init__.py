@@ -1,0 +1,17 @@
+"""One YAML file per run, one section per stage; every section validated with ``extra="forbid"``.
+
+``root`` holds the whole config and the stage hashes; each stage's sections live in a module of
+the stage's name; ``file`` reads YAML, applies ``--set`` overrides and words validation errors.
+"""
+
+from llmdistill.config.base import Section
+from llmdistill.config.evaluate import BaselineModel, EvaluateConfig
+from llmdistill.config.filter import FILTERS, FilterConfig
+from llmdistill.config.generate import DataConfig, GenerateConfig, ModelConfig
+from llmdistill.config.root import HASHED_ONLY_IF_SET, STAGE_INPUTS, STAGES, Config
+from llmdistill.config.train import KDConfig, LoraSection, StudentConfig, TrainConfig
+
+__all__ = [
+    "BaselineModel", "Config", "DataConfig", "EvaluateConfig", "FILTERS", "FilterConfig", "GenerateConfig", "HASHED_ONLY_IF_SET",
+    "KDConfig", "LoraSection", "ModelConfig", "STAGES", "STAGE_INPUTS", "Section", "StudentConfig", "TrainConfig",
+]

@@ -1,0 +1,86 @@
+"""Checkpoint folders that a rerun of the same config resumes, and the saved student.
+
+Each training phase (SFT, on-policy KD) checkpoints into its own folder, marked with the config
+hash and upstream run it belongs to; a rerun with the same identity resumes from the newest
+checkpoint. The student is saved whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from llmdistill.atomic import atomic_dir
+
+log = logging.getLogger(__name__)
+
+MARKER = "llmdistill-run.json"  # in a checkpoint or model folder: the config and upstream run it belongs to
+
+
+def checkpoint_dir(run_dir: Path, name: str, identity: dict, resume: bool) -> tuple[Path, str | None]:
+    """A checkpoint folder for this config and upstream run, and the checkpoint to resume from."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    path = run_dir / name
+    marker = path / MARKER
+    if resume and marker.is_file() and json.loads(marker.read_text()) == identity:
+        last = get_last_checkpoint(str(path))
+        if last:
+            log.info("resuming from %s", last)
+        return path, last
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    marker.write_text(json.dumps(identity))
+    return path, None
+
+
+def is_saved(model_dir: Path, identity: dict) -> bool:
+    marker = model_dir / MARKER
+    return marker.is_file() and json.loads(marker.read_text()) == identity
+
+
+def save_model(trainer, out: Path, merge: bool, identity: dict | None = None) -> None:
+    """Save the student (LoRA merged into the weights unless ``merge`` is off) atomically."""
+    from peft import PeftModel
+
+    model = trainer.model
+    if isinstance(model, PeftModel) and merge:
+        model = model.merge_and_unload()
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(str(tmp))
+        trainer.processing_class.save_pretrained(str(tmp))
+        if identity is not None:
+            (tmp / MARKER).write_text(json.dumps(identity))
+
+
+def phase_stats(trainer, result, seconds: float) -> dict:
+    history = trainer.state.log_history
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    logged = [h["num_tokens"] for h in history if "num_tokens" in h and "loss" in h]
+    tokens = trainer.state.num_input_tokens_seen or (logged[-1] if logged else 0)
+    if not tokens and "input_ids" in (trainer.train_dataset.column_names or []):
+        tokens = int(sum(len(x) for x in trainer.train_dataset["input_ids"]) * result.metrics.get("epoch", 1.0))
+    # (after a resume these count the whole run; tokens/s below then overstates this segment's speed)
+    return {
+        "steps": result.global_step,
+        "train_loss": round(result.training_loss, 4),
+        "best_eval_loss": round(min(evals), 4) if evals else None,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "train_seconds": round(seconds, 2),
+        "tokens_seen": int(tokens),
+        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+        "log_history": history,
+    }
+
+
+def train_and_save(cfg, trainer, resume_from: str | None, out: Path, identity: dict) -> dict:
+    """Run one training phase to its end, save the student to ``out``, and return the phase's stats."""
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    stats = phase_stats(trainer, result, time.time() - t0)
+    stats["resumed_from"] = resume_from
+    save_model(trainer, out, cfg.train.lora is None or cfg.train.lora.merge, identity)
+    return stats

@@ -1,0 +1,49 @@
+"""The train stage's entry point: the SFT phase, then on-policy distillation if asked, then the card."""
+
+from __future__ import annotations
+
+import logging
+
+from llmdistill.config import Config
+from llmdistill.errors import UserError
+from llmdistill.jsonl import read_rows
+from llmdistill.records import FilteredTrace
+from llmdistill.stage import StageRun, read_stats, require_complete
+from llmdistill.student import materialize_student
+from llmdistill.train.checkpoints import is_saved
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: Config) -> dict:
+    """Fine-tune the student on the kept traces; returns the stage stats."""
+    require_complete(cfg, "filter")
+    with StageRun(cfg, "train") as run:
+        traces = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
+        if not traces and not (cfg.train.mode == "label" and cfg.train.label_source == "gold"):
+            raise UserError(f"{cfg.stage_dir('filter') / 'kept.jsonl'} is empty: the filter kept no traces to train on")
+        student_path = materialize_student(cfg)
+        identity = {"config_hash": cfg.stage_hash("train"), "upstream_run_id": (read_stats(cfg, "filter") or {}).get("run_id")}
+        stats: dict = {"mode": cfg.train.mode, "kd": cfg.kd.method, "student_init": student_path}
+        sft_model = run.dir / "sft_model"
+        if cfg.kd.method == "on_policy" and not cfg.kd.after_sft:
+            start = student_path
+        elif cfg.kd.method == "on_policy" and is_saved(sft_model, identity):
+            log.info("SFT already done for this config: %s", sft_model)
+            start, stats["sft"] = str(sft_model), {"reused": True}
+        else:
+            from llmdistill.train.sft import run_sft
+
+            stats["sft"] = run_sft(cfg, run, student_path, traces, identity)
+            start = str(sft_model)
+        if cfg.kd.method == "on_policy":
+            from llmdistill.train.onpolicy import run_on_policy
+
+            stats["kd"] = run_on_policy(cfg, run, start, traces, identity)
+        final = stats.get("kd") if isinstance(stats.get("kd"), dict) else stats["sft"]
+        stats.update({k: final.get(k) for k in ("steps", "train_loss", "tokens_seen", "tokens_per_s", "best_eval_loss")})
+        stats["examples"] = (stats.get("sft") or {}).get("examples") or final.get("examples")
+        from llmdistill.train.modelcard import write_model_card
+
+        write_model_card(cfg, run.dir / "model", stats)
+        return run.finish(stats)

@@ -1,0 +1,84 @@
+"""The SFT phase: examples for ``train.mode``, the preflight, the trainer, and its time estimate."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from llmdistill.config import Config
+from llmdistill.data import load_problems
+from llmdistill.jsonl import write_rows
+from llmdistill.records import FilteredTrace
+from llmdistill.stage import StageRun
+from llmdistill.train.checkpoints import checkpoint_dir, train_and_save
+from llmdistill.train.examples import build_examples, preflight
+from llmdistill.train.trainers import make_trainer
+
+log = logging.getLogger(__name__)
+
+
+def probe_seconds_per_token(trainer, n: int = 4) -> float | None:
+    """Seconds per training token from one timed forward+backward on the first examples (after a
+    warm-up pass); gradients are cleared and the RNG restored, so training is unchanged."""
+    import torch
+
+    ds = trainer.train_dataset
+    if ds is None or len(ds) == 0:
+        return None
+    trainer._set_signature_columns_if_needed()
+    cols = [c for c in ds.column_names if c in trainer._signature_columns]
+    batch = trainer.data_collator([{k: ds[i][k] for k in cols} for i in range(min(n, len(ds)))])
+    batch = trainer._prepare_inputs(batch)
+    tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+    state = torch.random.get_rng_state()
+    model = trainer.model
+    model.train()
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        times.append(time.perf_counter() - t0)
+    model.zero_grad(set_to_none=True)
+    torch.random.set_rng_state(state)
+    trainer._metrics["train"].clear()
+    return times[-1] / max(tokens, 1)
+
+
+def _estimate_seconds(cfg: Config, report: dict, n_train: int, seconds_per_token: float) -> float:
+    t = cfg.train
+    if t.max_steps > 0:
+        per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps
+        return report["train_tokens_per_epoch"] * t.max_steps * per_step / max(1, n_train) * seconds_per_token
+    return report["train_tokens_per_epoch"] * t.num_train_epochs * seconds_per_token
+
+
+def run_sft(cfg: Config, run: StageRun, student_path: str, traces: list[FilteredTrace], identity: dict) -> dict:
+    from llmdistill.backends.hf import load_tokenizer
+
+    tokenizer = load_tokenizer(student_path)
+    problems = load_problems(cfg.data, cfg.data.train_split) if cfg.train.mode == "label" and cfg.train.label_source == "gold" else None
+    examples = build_examples(cfg, traces, tokenizer, problems)
+    tokenized = None
+    if cfg.kd.method == "offline_topk":
+        from llmdistill.train.offline_kd import tokenize_with_teacher
+
+        examples, tokenized, report = tokenize_with_teacher(cfg, traces, examples, tokenizer, student_path)
+    else:
+        examples, report = preflight(cfg, examples, tokenizer)
+    write_rows(run.dir / "examples.jsonl", examples)
+    ckpt, resume_from = checkpoint_dir(run.dir, "checkpoints", {**identity, "phase": "sft"}, cfg.train.resume)
+    trainer = make_trainer(cfg, student_path, examples, str(ckpt), tokenized)
+    if cfg.train.preflight_probe:
+        spt = probe_seconds_per_token(trainer)
+        if spt:
+            report["estimated_train_seconds"] = round(_estimate_seconds(cfg, report, sum(e.split == "train" for e in examples), spt), 1)
+    (run.dir / "preflight.json").write_text(json.dumps(report, indent=2))
+    log.info("preflight: %d examples %s, %d training tokens per epoch, lengths p50/p95/max %s/%s/%s of max_length %d%s",
+             report["examples"], report["by_task"], report["train_tokens_per_epoch"], report["total_tokens"].get("p50"),
+             report["total_tokens"].get("p95"), report["total_tokens"].get("max"), cfg.train.max_length,
+             f", estimated {report['estimated_train_seconds']:.0f} s" if report.get("estimated_train_seconds") else "")
+    out = run.dir / ("sft_model" if cfg.kd.method == "on_policy" else "model")
+    stats = train_and_save(cfg, trainer, resume_from, out, identity)
+    return {"examples": len(examples), "preflight": report, **stats}
