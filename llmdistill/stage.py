@@ -11,7 +11,6 @@ import json
 import logging
 import time
 import uuid
-from pathlib import Path
 
 from llmdistill.atomic import write_text
 from llmdistill.config import STAGES, Config

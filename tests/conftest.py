@@ -157,3 +157,26 @@ def correct_script(n: int = 6) -> dict[str, list[str]]:
 def correct_test_script() -> dict[str, list[str]]:
     """Correct teacher answers for the test questions of ``make_config``."""
     return {f"Mia has {i + 10} pens and gets 1 more. How many pens does Mia have?": [f"{i + 10} + 1 = {i + 11}. The answer is {i + 11}."] for i in range(4)}
+
+
+def run_to_filter(make_config, scripted, **sections):
+    """A config from ``make_config(**sections)`` with the teacher's traces generated (all correct) and filtered."""
+    from llmdistill.config.file import load_config
+    from llmdistill.filter import filter_traces
+    from llmdistill.generate import generate
+
+    scripted.SCRIPT = correct_script()
+    cfg = load_config(make_config(**sections))
+    generate(cfg)
+    filter_traces(cfg)
+    return cfg
+
+
+def weights_changed(cfg) -> bool:
+    """Whether training changed the student: the saved model's weights against the untrained init's."""
+    import torch
+    from safetensors.torch import load_file
+
+    before = load_file(cfg.stage_dir("train") / "init" / "model.safetensors")
+    after = load_file(cfg.stage_dir("train") / "model" / "model.safetensors")
+    return before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)

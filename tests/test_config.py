@@ -86,3 +86,44 @@ def test_nested_and_cross_section_errors_are_one_line(tmp_path, overrides, match
     with pytest.raises(UserError) as e:
         load_config(write(tmp_path, BASE), overrides)
     assert match in str(e.value) and "\n" not in str(e.value) and "Value error" not in str(e.value)
+
+
+# ---- every setting is read, or refused -------------------------------------------------------
+
+@pytest.mark.parametrize("backend,knob,value", [("transformers", "concurrency", 3), ("vllm", "device", "cpu"), ("openai", "tensor_parallel_size", 2),
+                                                 ("replay", "dtype", "bfloat16"), ("openai", "replay", {"train": ["a.json"]})])
+def test_a_setting_of_another_backend_is_refused(tmp_path, backend, knob, value):
+    cfg = {**BASE, "teacher": {"model_name_or_path": "m", "backend": backend, knob: value}}
+    with pytest.raises(UserError, match=rf"teacher.{knob} is not read by the '{backend}' backend") as e:
+        load_config(write(tmp_path, cfg))
+    assert "\n" not in str(e.value)
+
+
+def test_a_resolved_config_with_every_default_still_loads(tmp_path):
+    """config.yaml beside each output repeats every default, other backends' knobs included."""
+    from llmdistill.config.file import save_config
+
+    cfg = load_config(write(tmp_path, {**BASE, "teacher": {"model_name_or_path": "m", "backend": "openai", "concurrency": 4},
+                                       "kd": {"method": "offline_topk", "lam": 0.3}, "generate": {"logprobs": 5}}))
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+@pytest.mark.parametrize("kd,unread", [({"beta": 0.1}, "kd.beta"), ({"method": "offline_topk", "temperature": 2.0}, "kd.temperature"),
+                                       ({"method": "offline_topk", "learning_rate": 1e-4, "max_steps": 9}, "kd.learning_rate, kd.max_steps"),
+                                       ({"method": "on_policy", "lam": 0.2}, "kd.lam")])
+def test_kd_settings_the_method_does_not_read_are_refused(tmp_path, kd, unread):
+    cfg = {**BASE, "kd": kd, "generate": {"logprobs": 5}}
+    with pytest.raises(UserError, match=unread):
+        load_config(write(tmp_path, cfg))
+
+
+def test_evaluate_engine_settings_and_replay_samples(tmp_path):
+    with pytest.raises(UserError, match="evaluate.device is not read by evaluate.backend 'vllm'"):
+        load_config(write(tmp_path, {**BASE, "evaluate": {"backend": "vllm", "device": "cpu"}}))
+    with pytest.raises(UserError, match="evaluate.gpu_memory_utilization is not read by evaluate.backend 'transformers'"):
+        load_config(write(tmp_path, {**BASE, "evaluate": {"gpu_memory_utilization": 0.5}}))
+    replay = {"model_name_or_path": "PaLM", "backend": "replay", "replay": {"test": ["t.json"]}}
+    with pytest.raises(UserError, match="a replayed teacher has only its recorded completions"):
+        load_config(write(tmp_path, {**BASE, "teacher": replay, "evaluate": {"samples": 4, "pass_k": [1]}}))
+    assert load_config(write(tmp_path, {**BASE, "teacher": replay, "evaluate": {"samples": 4, "pass_k": [1], "models": ["student"]}}))

@@ -53,6 +53,11 @@ def test_parquet(tmp_path):
 
 
 def test_hub_ids_go_to_datasets_and_fail_clearly_offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read at import time: set the imported flags too, or each call waits on the network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError, match="could not load dataset 'someone/no-such-dataset' split 'train'"):
         load_problems(DataConfig(path="someone/no-such-dataset"), "train")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from llmdistill.jsonl import read_rows
@@ -37,6 +38,7 @@ def _traces(path):
     return sorted((t.id, t.sample, t.completion) for t in read_rows(path, Trace))
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_model):
     killed = _config(tmp_path, tiny_model, "killed")
     traces = tmp_path / "killed" / "generate" / "traces.jsonl"

@@ -53,12 +53,12 @@ def _format_validation_error(e: ValidationError, model: type[BaseModel] = None) 
     return "invalid config: " + "; ".join(msgs)
 
 
-def _section_model(annotation) -> type[BaseModel] | None:
+def section_model(annotation) -> type[BaseModel] | None:
     """The section model inside an annotation such as ``Section``, ``Section | None`` or ``list[Section]``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in get_args(annotation):
-        found = _section_model(arg)
+        found = section_model(arg)
         if found is not None:
             return found
     return None
@@ -70,7 +70,7 @@ def _allowed_keys(section_path: list[str]) -> list[str]:
         if part.isdigit():  # an item of a list of sections
             continue
         field = model.model_fields.get(part)
-        model = _section_model(field.annotation) if field is not None else None
+        model = section_model(field.annotation) if field is not None else None
         if model is None:
             return []
     return list(model.model_fields)

@@ -1,14 +1,20 @@
-"""Evaluation statistics against hand-computed cases, and the report built from them."""
+"""Evaluation statistics and the report: McNemar, agreement tables, bootstrap CIs, gap closed, pass@k."""
+
 
 import json
 from math import comb
 
 import pytest
 
-from llmdistill.config.file import load_config
 from llmdistill.records import EvalResult, Problem
-from llmdistill.eval_report import compare, render_markdown, write_report
+from llmdistill.eval_report import compare, write_report
 from llmdistill.eval_metrics import agreement, bootstrap_ci, gap_closed, mcnemar_exact, pass_at_k
+
+
+def _results(model: str, verdicts: str) -> list[EvalResult]:
+    v = {"c": "correct", "w": "wrong", "u": "unparseable"}
+    return [EvalResult(id=f"p{i}", model=model, question=f"q{i}", gold="1", output=f"out {x}", pred=None if x == "u" else "1",
+                       verdict=v[x], latency_s=0.5 if model == "teacher" else 0.1) for i, x in enumerate(verdicts)]
 
 
 def test_mcnemar_exact_by_hand():
@@ -47,12 +53,6 @@ def test_gap_closed_and_pass_at_k():
     assert pass_at_k(4, 0, 3) == 0.0 and pass_at_k(4, 2, 3) == 1.0
 
 
-def _results(model: str, verdicts: str) -> list[EvalResult]:
-    v = {"c": "correct", "w": "wrong", "u": "unparseable"}
-    return [EvalResult(id=f"p{i}", model=model, question=f"q{i}", gold="1", output=f"out {x}", pred=None if x == "u" else "1",
-                       verdict=v[x], latency_s=0.5 if model == "teacher" else 0.1) for i, x in enumerate(verdicts)]
-
-
 def test_compare_and_render(tmp_path):
     problems = [Problem(id=f"p{i}", question=f"q{i}", answer="1") for i in range(6)]
     results = _results("teacher", "cccccw") + _results("student_init", "wwuuww") + _results("student", "cccwwu")
@@ -72,49 +72,3 @@ def test_compare_and_render(tmp_path):
     assert "| teacher | student (after training) | 3 | 2 | 0 | 1 | 0.5 |" in md
     assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "report.json").read_text())["plot"] == "accuracy.png"
-
-
-def test_samples_give_maj_at_n_and_pass_at_k(make_config, scripted):
-    from llmdistill.evaluate import evaluate
-
-    scripted.SCRIPT = {f"Mia has {i + 10} pens and gets 1 more. How many pens does Mia have?":
-                       [f"The answer is {i + 11}.", "The answer is 0.", f"So {i + 11}. The answer is {i + 11}."] for i in range(4)}
-    cfg = load_config(make_config(evaluate={"models": ["teacher"], "samples": 3, "pass_k": [1, 2]}))
-    stats = evaluate(cfg)
-    report = json.loads((cfg.stage_dir("evaluate") / "report.json").read_text())["models"]["teacher"]
-    # samples cycle through the 3 scripted answers: 2 of 3 right on every problem
-    assert report["maj@3"] == 1.0 and report["pass@k"] == {"1": pytest.approx(2 / 3, abs=1e-4), "2": 1.0}
-    assert stats["accuracy"]["teacher"] == 1.0
-    rows = [json.loads(x) for x in (cfg.stage_dir("evaluate") / "results.jsonl").read_text().splitlines()]
-    assert sorted({r["sample"] for r in rows}) == [0, 1, 2, 3]
-
-
-def test_label_students_can_be_asked_for_rationales(make_config, scripted):
-    from llmdistill.evaluate import evaluate
-    from llmdistill.filter import filter_traces
-    from llmdistill.generate import generate
-    from llmdistill.train import train
-    from tests.conftest import correct_script
-
-    scripted.SCRIPT = correct_script()
-    cfg = load_config(make_config(train={"mode": "step_by_step"}, evaluate={"models": ["student"], "inspect_rationales": 2}))
-    generate(cfg)
-    filter_traces(cfg)
-    train(cfg)
-    evaluate(cfg)
-    rows = [json.loads(x) for x in (cfg.stage_dir("evaluate") / "rationales.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and rows[0]["model"] == "student:rationale"
-    card = (cfg.stage_dir("train") / "model" / "README.md").read_text()
-    assert "greedy: student" in card
-
-
-def test_maj_at_n_counts_labelled_problems_only():
-    from llmdistill.evaluate import sampled_metrics
-
-    def row(pid, s, gold, key, verdict):
-        return EvalResult(id=pid, model="m", sample=s, question="q", gold=gold, output="", pred=key, verdict=verdict, answer_key=key)
-
-    rows = [row("a", 1, "1", "1", "correct"), row("a", 2, "1", "2", "wrong"), row("a", 3, "1", "1", "correct"),
-            row("b", 1, None, "5", "unlabeled"), row("b", 2, None, "5", "unlabeled"), row("b", 3, None, "5", "unlabeled")]
-    m = sampled_metrics(rows, [1])
-    assert m["maj@3"] == 1.0 and m["pass@k"]["1"] == pytest.approx(2 / 3, abs=1e-4)

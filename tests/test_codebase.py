@@ -1,0 +1,82 @@
+"""The codebase's own rules, checked: modules import alone (no cycles) and stay small, no module
+imports another's private names, heavy engines load only where used, and every config setting is
+read somewhere (a setting accepted and then ignored is a silent wrong result)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "llmdistill"
+# Modules whose job is the heavy engine (torch, TRL, vLLM): everything else must import without it.
+HEAVY = {"llmdistill.backends.hf", "llmdistill.backends.vllm", "llmdistill.train.trainers", "llmdistill.train.sft", "llmdistill.train.losses"}
+
+
+def _modules() -> list[str]:
+    names = []
+    for f in sorted(PACKAGE.rglob("*.py")):
+        names.append(".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"))
+    return names
+
+
+def _import_alone(module: str) -> tuple[str, int, str]:
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    return module, r.returncode, (r.stdout.strip() if r.returncode == 0 else r.stderr.strip().splitlines()[-1])
+
+
+def test_every_module_imports_alone_and_heavy_engines_stay_in_their_modules():
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(_import_alone, _modules()))
+    failed = [(m, out) for m, rc, out in results if rc != 0]
+    assert not failed, failed
+    heavy = sorted(m for m, _, out in results if out == "True" and m not in HEAVY)
+    assert not heavy, f"these modules import torch at import time: {heavy}"
+    assert len(results) > 40
+
+
+def test_no_module_imports_another_modules_private_names():
+    pattern = re.compile(r"from llmdistill(\.[a-z_]+)+ import [^\n]*\b_[a-zA-Z]")
+    hits = [f"{f.relative_to(ROOT)}: {m.group(0)}" for d in ("llmdistill", "scripts", "tests") for f in (ROOT / d).rglob("*.py")
+            for m in pattern.finditer(f.read_text())]
+    assert not hits, hits
+
+
+def test_no_module_is_over_300_lines():
+    long = {str(f.relative_to(ROOT)): n for f in PACKAGE.rglob("*.py") if (n := len(f.read_text().splitlines())) > 300}
+    assert not long, long
+
+
+def _fields() -> list[tuple[str, str]]:
+    """(section class, field name) of every field of every config section, nested ones included."""
+    from pydantic import BaseModel
+
+    from llmdistill.config import Config, Section
+    from llmdistill.config.file import section_model  # the walk the error messages use
+
+    seen, out, todo = set(), [], [Config]
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            sub = section_model(field.annotation)
+            if sub is not None and issubclass(sub, BaseModel):
+                todo.append(sub)
+            elif model is not Config:
+                out.append((model.__name__, name))
+    assert all(issubclass(m, Section) for m in seen)
+    return out
+
+
+def test_every_config_field_is_read_outside_the_schema():
+    """A field's name must appear in the code that uses the config (``.name`` or ``"name"``),
+    not only where it is declared and validated."""
+    code = "\n".join(f.read_text() for f in PACKAGE.rglob("*.py") if "config" not in f.relative_to(PACKAGE).parts)
+    unread = [f"{section}.{name}" for section, name in _fields() if not re.search(rf"\.{name}\b|[\"']{name}[\"']", code)]
+    assert not unread, f"config fields read nowhere: {unread}"

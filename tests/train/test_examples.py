@@ -1,0 +1,68 @@
+"""Training examples per objective, gold labels, the preflight and data subsets."""
+
+
+
+import pytest
+
+from llmdistill.config.file import load_config
+from llmdistill.errors import UserError
+from llmdistill.jsonl import read_rows
+from llmdistill.train import train
+
+from tests.conftest import run_to_filter
+
+
+
+def test_gold_labels_are_written_as_numbers(make_config, scripted, tmp_path):
+    from llmdistill.records import Problem
+    from llmdistill.train.examples import gold_output
+
+    cfg = load_config(make_config())
+    assert gold_output(Problem(id="x", question="q", answer="( 10.0 * 45.0 )"), cfg) == "450"
+    assert gold_output(Problem(id="x", question="q", answer="2.50"), cfg) == "2.5"
+    written = load_config(make_config(), ["train.gold_label=as_written"])
+    assert gold_output(Problem(id="x", question="q", answer="( 10.0 - ( 6.0 + 3.5 ) )"), written) == "(10 - (6 + 3.5))"
+    assert gold_output(Problem(id="x", question="q", answer="2.50"), written) == "2.50"
+    assert cfg.stage_hash("train") != written.stage_hash("train")
+
+
+def test_preflight_refuses_a_config_that_truncates_answers(make_config, scripted):
+    cfg = run_to_filter(make_config, scripted, train={"max_length": 40})
+    with pytest.raises(UserError, match=r"preflight: 6 of 6 training examples are longer than train.max_length=40"):
+        train(cfg)
+    assert not (cfg.stage_dir("train") / "model").exists()
+
+
+def test_preflight_drop_counts_what_it_dropped(make_config, scripted, tmp_path):
+    from llmdistill.backends.hf import load_tokenizer
+    from llmdistill.records import FilteredTrace
+    from llmdistill.train.examples import build_examples, preflight
+
+    cfg = run_to_filter(make_config, scripted, train={"on_overlength": "drop"})
+    traces = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
+    tok = load_tokenizer(cfg.teacher.model_name_or_path)
+    examples = build_examples(cfg, traces, tok)
+    _, report = preflight(cfg, examples, tok)
+    lo, hi = report["total_tokens"]["min"], report["total_tokens"]["max"]
+    assert lo < hi and report["over_max_length"] == 0
+    cfg.train.max_length = lo  # the shortest examples fit, the others would lose their answers
+    kept, report = preflight(cfg, examples, tok)
+    assert 0 < len(kept) < len(examples)
+    assert report["over_max_length"] == len(examples) - len(kept) == len(report["dropped_over_max_length"])
+    assert report["prompt_tokens"]["max"] > 0 and report["train_tokens_per_epoch"] > 0
+
+
+def test_data_fraction_takes_nested_subsets_of_problems(make_config, scripted):
+    from llmdistill.backends.hf import load_tokenizer
+    from llmdistill.data import load_problems
+    from llmdistill.records import FilteredTrace
+    from llmdistill.train.examples import build_examples, in_subset
+
+    ids = [f"p{i}" for i in range(2000)]
+    quarter, half = {i for i in ids if in_subset(i, 0.25)}, {i for i in ids if in_subset(i, 0.5)}
+    assert quarter < half and abs(len(quarter) - 500) < 60 and abs(len(half) - 1000) < 80
+    cfg = run_to_filter(make_config, scripted, train={"mode": "label", "label_source": "gold", "data_fraction": 0.5})
+    tok = load_tokenizer(cfg.teacher.model_name_or_path)
+    traces = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
+    examples = build_examples(cfg, traces, tok, load_problems(cfg.data, "train"))
+    assert {e.id for e in examples} == {p.id for p in load_problems(cfg.data, "train") if in_subset(p.id, 0.5)}

@@ -1,0 +1,120 @@
+"""The objectives' trainers on a tiny local model: each mode trains, the step-by-step loss equals a
+hand-computed reference, prompts stay outside the loss, grouping and packing behave."""
+
+
+
+import pytest
+import torch
+
+from llmdistill.config.file import load_config
+from llmdistill.jsonl import read_rows
+from llmdistill.records import TrainExample
+from llmdistill.train import train
+from llmdistill.train.trainers import make_trainer
+
+from tests.conftest import run_to_filter, weights_changed
+
+
+PROMPT = "<|im_start|>user\nQ: Sam has {} apples.<|im_end|>\n<|im_start|>assistant\n"
+
+
+
+
+@pytest.mark.parametrize("mode,source,n_examples", [("label", "teacher", 6), ("label", "gold", 6), ("step_by_step", "teacher", 12), ("step_by_step", "gold", 12)])
+def test_each_mode_trains_two_steps_and_changes_the_weights(make_config, scripted, mode, source, n_examples):
+    cfg = run_to_filter(make_config, scripted, train={"mode": mode, "label_source": source})
+    stats = train(cfg)
+    assert stats["steps"] == 2 and stats["examples"] == n_examples
+    assert weights_changed(cfg)
+    examples = read_rows(cfg.stage_dir("train") / "examples.jsonl", TrainExample)
+    label = next(e for e in examples if e.task == "label")
+    assert label.completion == "The answer is 2." and "[label]" in label.prompt
+    if mode == "step_by_step":
+        rationale = next(e for e in examples if e.task == "rationale")
+        assert rationale.completion == "Sam has 0 + 2 = 2 apples." and "[rationale]" in rationale.prompt
+        logs = [h for h in stats["sft"]["log_history"] if "label_loss" in h]
+        assert logs and all(h["label_loss"] > 0 and h["rationale_loss"] > 0 for h in logs)
+
+
+def test_step_by_step_loss_equals_the_hand_computed_weighted_mean(make_config, scripted, tiny_model, tmp_path):
+    cfg = load_config(make_config(train={"mode": "step_by_step", "alpha": 0.3}))
+    examples = [
+        TrainExample(id="a", task="label", prompt=PROMPT.format(3), completion="The answer is 3."),
+        TrainExample(id="a", task="rationale", prompt=PROMPT.format(3), completion="Sam has 3 apples and eats none of them, so still 3 apples."),
+        TrainExample(id="b", task="label", prompt=PROMPT.format(5), completion="The answer is 5."),
+        TrainExample(id="b", task="rationale", prompt=PROMPT.format(5), completion="He has 5 apples."),
+    ]
+    trainer = make_trainer(cfg, tiny_model, examples, str(tmp_path / "ckpt"))
+    ds = trainer.train_dataset
+    batch = trainer.data_collator([{k: ds[i][k] for k in ("input_ids", "labels", "task", "group")} for i in range(4)])
+    assert batch["task"].tolist() == [0, 1, 0, 1]
+    model = trainer.model.eval()
+    with torch.no_grad():
+        got = trainer.compute_loss(model, dict(batch)).item()
+        per_example = []
+        for i in range(4):  # each example alone, through the model's own loss: mean over its completion tokens
+            ids = torch.tensor([ds[i]["input_ids"]])
+            labels = torch.tensor([ds[i]["labels"]])
+            per_example.append(model(input_ids=ids, labels=labels).loss.item())
+    want = 0.3 * (per_example[0] + per_example[2]) / 2 + 0.7 * (per_example[1] + per_example[3]) / 2
+    assert got == pytest.approx(want, rel=1e-4)
+    # and not the token-mean TRL would take (rationales are longer, so the two differ)
+    n_tok = [sum(x != -100 for x in ds[i]["labels"]) for i in range(4)]
+    token_mean = sum(l * n for l, n in zip(per_example, n_tok)) / sum(n_tok)
+    assert abs(got - token_mean) > 1e-3
+
+
+def test_step_by_step_prompt_tokens_are_outside_the_loss(make_config, scripted, tiny_model, tmp_path):
+    cfg = load_config(make_config(train={"mode": "step_by_step"}))
+    ex = [TrainExample(id="a", task="label", prompt=PROMPT.format(3), completion="The answer is 3."),
+          TrainExample(id="a", task="rationale", prompt=PROMPT.format(3), completion="3 apples.")]
+    trainer = make_trainer(cfg, tiny_model, ex, str(tmp_path / "ckpt"))
+    tok = trainer.processing_class
+    for row, e in zip(trainer.train_dataset, ex):
+        target = [t for t in row["labels"] if t != -100]
+        assert tok.decode(target) == e.completion + tok.eos_token
+        n_prompt = len(tok(e.prompt, add_special_tokens=False)["input_ids"])
+        assert all(t == -100 for t in row["labels"][:n_prompt])
+
+
+def test_group_sampler_keeps_a_traces_tasks_together():
+    from llmdistill.train.trainers import GroupSampler
+
+    sampler = GroupSampler([0, 0, 1, 1, 2, 3, 3], seed=1)
+    order = list(sampler)
+    assert sorted(order) == list(range(7))
+    pos = {i: order.index(i) for i in order}
+    assert abs(pos[0] - pos[1]) == 1 and abs(pos[2] - pos[3]) == 1 and abs(pos[5] - pos[6]) == 1
+    second = list(sampler)  # the next epoch: the same pairs, in another order
+    assert sorted(second) == list(range(7)) and second != order
+
+
+def test_packing_keeps_each_examples_loss(make_config, scripted, tiny_model, tmp_path):
+    """Packed rows give every example the same loss as when it is alone in its row."""
+    examples = [TrainExample(id=str(i), prompt=PROMPT.format(i), completion=f"Sam has {i} apples. The answer is {i}.") for i in range(5)]
+    sums = {}
+    for packing in (False, True):
+        cfg = load_config(make_config(train={"packing": packing, "max_length": 256, "per_device_train_batch_size": 5}))
+        trainer = make_trainer(cfg, tiny_model, examples, str(tmp_path / f"ckpt{packing}"))
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        n_rows = batch["input_ids"].shape[0]
+        with torch.no_grad():
+            out = trainer.model.eval()(**batch, fused_lm_head=True)
+        sums[packing] = (-out.log_probs.sum().item(), int(out.label_mask.sum()), n_rows)
+    (loss_a, tokens_a, rows_a), (loss_b, tokens_b, rows_b) = sums[False], sums[True]
+    assert rows_b < rows_a and tokens_a == tokens_b
+    assert loss_a == pytest.approx(loss_b, rel=1e-4)
+
+
+def test_group_sampler_order_follows_the_epoch_for_resume():
+    from llmdistill.train.trainers import ExtraFieldsCollator, GroupSampler
+
+    a, b = GroupSampler(list(range(20)), seed=0), GroupSampler(list(range(20)), seed=0)
+    list(a)  # epoch 0 consumed in one process...
+    b.set_epoch(1)  # ...a resumed process is told the epoch
+    assert list(a) == list(b)
+    # top-k rows of different widths in one batch are padded to the widest
+    base = lambda ex: {"input_ids": torch.tensor([e["input_ids"] for e in ex])}  # noqa: E731
+    batch = ExtraFieldsCollator(base, sequences={"teacher_ids": -1})([{"input_ids": [1, 2], "teacher_ids": [[3], [4]]},
+                                                                      {"input_ids": [5, 6], "teacher_ids": [[7, 8], [9, 10]]}])
+    assert batch["teacher_ids"].tolist() == [[[3, -1], [4, -1]], [[7, 8], [9, 10]]]
