@@ -17,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distil a lar
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML).", metavar="CONFIG", show_default=False)]
 SetOpt = Annotated[list[str], typer.Option("--set", help="Override a config value: section.key=value (repeatable).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Move outputs made with other settings aside (into a dated folder) instead of refusing.")]
 
 
 def _setup_logging() -> None:
@@ -45,12 +46,12 @@ def _user_errors():
         raise typer.Exit(130)
 
 
-def _stage(stage: str, config: Path, overrides: list[str] | None) -> None:
+def _stage(stage: str, config: Path, overrides: list[str] | None, overwrite: bool) -> None:
     with _user_errors():
         cfg = _load(config, overrides)
         from llmdistill.pipeline import stage_function
 
-        stats = stage_function(stage)(cfg)
+        stats = stage_function(stage)(cfg, overwrite=overwrite)
     typer.echo(f"{stage}: done in {stats['seconds']}s -> {cfg.stage_dir(stage)}")
     _print_headline(stage, stats, cfg)
 
@@ -73,27 +74,27 @@ def _print_headline(stage: str, stats: dict, cfg) -> None:
 
 
 @app.command()
-def generate(config: ConfigArg, set: SetOpt = None) -> None:
+def generate(config: ConfigArg, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Teacher writes rationale-plus-answer traces for the train split."""
-    _stage("generate", config, set)
+    _stage("generate", config, set, overwrite)
 
 
 @app.command("filter")
-def filter_(config: ConfigArg, set: SetOpt = None) -> None:
+def filter_(config: ConfigArg, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Parse, check and clean the traces; rejected rows keep their reason."""
-    _stage("filter", config, set)
+    _stage("filter", config, set, overwrite)
 
 
 @app.command()
-def train(config: ConfigArg, set: SetOpt = None) -> None:
+def train(config: ConfigArg, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Fine-tune the student on the kept traces."""
-    _stage("train", config, set)
+    _stage("train", config, set, overwrite)
 
 
 @app.command()
-def evaluate(config: ConfigArg, set: SetOpt = None) -> None:
+def evaluate(config: ConfigArg, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Teacher and students answer the test split; writes the report."""
-    _stage("evaluate", config, set)
+    _stage("evaluate", config, set, overwrite)
 
 
 @app.command()
@@ -101,6 +102,7 @@ def run(
     config: ConfigArg,
     set: SetOpt = None,
     force: Annotated[bool, typer.Option(help="Rerun stages even when their output is complete.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """All four stages in order, skipping any whose output is complete for this config."""
     with _user_errors():
@@ -108,7 +110,7 @@ def run(
         from llmdistill.pipeline import run as run_pipeline
         from llmdistill.stage import read_stats
 
-        done = run_pipeline(cfg, force=force)
+        done = run_pipeline(cfg, force=force, overwrite=overwrite)
     for stage, what in done.items():
         typer.echo(f"{stage}: {what} -> {cfg.stage_dir(stage)}")
         _print_headline(stage, read_stats(cfg, stage), cfg)

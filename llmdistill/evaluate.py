@@ -131,12 +131,12 @@ def _backend(cfg: Config, name: str, path: str, backends: dict | None) -> Backen
     return get_backend("transformers", model_name_or_path=path, dtype=e.dtype, device=e.device, batch_size=e.batch_size)
 
 
-def evaluate(cfg: Config, backends: dict[str, Backend] | None = None) -> dict:
+def evaluate(cfg: Config, backends: dict[str, Backend] | None = None, overwrite: bool = False) -> dict:
     """Evaluate each configured model; ``backends`` lets tests inject models by name."""
     e = cfg.evaluate
     if upstream(cfg, "evaluate"):
         require_complete(cfg, "train")
-    with StageRun(cfg, "evaluate") as run:
+    with StageRun(cfg, "evaluate", overwrite) as run:
         problems = load_problems(cfg.data, cfg.data.test_split)
         greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=e.max_new_tokens, stop=load_prompt(cfg.data.prompt).stop, seed=e.seed)
         sampled = SamplingParams(n=e.samples, temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens, stop=greedy.stop, seed=e.seed)

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from contextlib import contextmanager
 
 from llmdistill.config import Config
+from llmdistill.data import load_problems
 from llmdistill.filter_rules import FILTER_FUNCTIONS, enabled
 from llmdistill.jsonl import iter_rows, write_rows
 from llmdistill.prompts import load_prompt
@@ -78,11 +79,20 @@ def gc_paused():
             gc.enable()
 
 
-def filter_traces(cfg: Config) -> dict:
+def filter_traces(cfg: Config, overwrite: bool = False) -> dict:
+    """Parse, check and clean the traces of the selected train problems; returns the stage stats."""
     require_complete(cfg, "generate")
-    with StageRun(cfg, "filter") as run, gc_paused():
+    with StageRun(cfg, "filter", overwrite) as run, gc_paused():
         stop = load_prompt(cfg.data.prompt).stop
-        rows = [check_trace(t, stop, cfg.data) for t in iter_rows(cfg.stage_dir("generate") / "traces.jsonl", Trace)]
+        selected = {p.id for p in load_problems(cfg.data, cfg.data.train_split)}
+        rows, outside = [], 0
+        for t in iter_rows(cfg.stage_dir("generate") / "traces.jsonl", Trace):
+            if t.id in selected:
+                rows.append(check_trace(t, stop, cfg.data))
+            else:  # generated for a larger data.max_train earlier: kept by generate, not part of this run
+                outside += 1
+        if outside:
+            log.info("filter: %d traces belong to problems outside the current selection (data.max_train) and are not used", outside)
         accuracy = teacher_accuracy([r for r in rows if not r.rationalized])
         kept, rejected, funnel = run_filters(rows, cfg)
         assert len(kept) + len(rejected) == len(rows)
@@ -90,6 +100,7 @@ def filter_traces(cfg: Config) -> dict:
         write_rows(run.dir / "rejected.jsonl", rejected)
         stats = {
             "rows_in": len(rows),
+            "traces_outside_selection": outside,
             "kept": len(kept),
             "rejected": len(rejected),
             "rejected_by": dict(Counter(r.rejected_by for r in rejected)),
@@ -101,4 +112,4 @@ def filter_traces(cfg: Config) -> dict:
             "kept_rationalized": sum(r.rationalized for r in kept),
         }
         log.info("filter kept %d of %d traces (teacher accuracy %s)", len(kept), len(rows), accuracy["traces"])
-        return run.finish(stats)
+        return run.finish(stats, outputs=[run.dir / "kept.jsonl", run.dir / "rejected.jsonl"])

@@ -1,8 +1,10 @@
 """Stage 1, generate: the teacher writes rationale-plus-answer traces for the train split.
 
-Crash-safe and resumable: traces are appended and fsynced batch by batch; a rerun of the same
-command discards a torn last line and generates only the missing ``(id, sample)`` pairs. Each
-request has its own seed, so a resumed run samples what an uninterrupted one would have.
+Crash-safe and resumable: traces are appended and fsynced batch by batch; a rerun discards a torn
+last line, keeps every trace whose provenance matches the current settings, and generates only the
+missing ``(id, sample)`` pairs. Each request has its own seed, so a resumed run samples what an
+uninterrupted one would have. Operational settings (concurrency, timeouts, batch sizes...) can
+change between runs; content settings cannot without ``--overwrite`` (see ``stage``).
 """
 
 from __future__ import annotations
@@ -11,43 +13,45 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from llmdistill.backends import Backend, Request, SamplingParams, request_seed, teacher_backend
 from llmdistill.config import Config
 from llmdistill.data import load_problems
+from llmdistill.errors import UserError
 from llmdistill.jsonl import RowAppender, recover_rows
 from llmdistill.prompts import PromptTemplate, build_prompt, load_prompt, wants_chat
 from llmdistill.records import Problem, Trace
-from llmdistill.stage import StageRun
+from llmdistill.stage import StageRun, move_aside, refusal
 from llmdistill.tasks import check_trace
 
 log = logging.getLogger(__name__)
 
 
-def _resume(path: Path, hash_path: Path, config_hash: str) -> list[Trace]:
-    """Rows of an interrupted run with the same config; a different config starts afresh."""
-    if hash_path.is_file() and hash_path.read_text().strip() == config_hash:
-        rows = recover_rows(path, Trace)
-        if rows:
-            log.info("resuming: %d traces already in %s", len(rows), path)
-        return rows
-    path.unlink(missing_ok=True)
-    hash_path.write_text(config_hash)
-    return []
+def _check_provenance(rows: list[Trace], problems: dict[str, Problem], want: dict) -> list[str]:
+    """Why rows of the selected problems cannot be kept: a setting in their provenance differs from
+    the current one, or their problem's question changed. Empty when every row fits."""
+    reasons = []
+    for r in rows:
+        p = problems.get(r.id)
+        if p is None:
+            continue  # outside the current selection: kept in the file, not used
+        have = {"teacher": r.teacher, "template_hash": r.template_hash, "sampling": r.sampling}
+        diff = [f"{k}: {have[k]!r} -> {want[k]!r}" for k in want if have[k] != want[k]]
+        if p.question != r.question:
+            diff.append(f"the question of {r.id} changed")
+        if diff:
+            reasons.append(f"trace {r.id}#{r.sample}: {'; '.join(diff)}")
+    return reasons
 
 
 class _Writer:
     """Asks the teacher in batches and appends the new traces, with a progress bar."""
 
-    def __init__(self, cfg: Config, backend: Backend, template: PromptTemplate, out: RowAppender, have: set):
-        self.cfg, self.backend, self.template, self.out, self.have = cfg, backend, template, out, have
+    def __init__(self, cfg: Config, backend: Backend, template: PromptTemplate, params: SamplingParams, out: RowAppender, have: set):
+        self.cfg, self.backend, self.template, self.params, self.out, self.have = cfg, backend, template, params, out, have
         self.chat = wants_chat(cfg.data.prompt_format, backend.supports_chat)
-        g = cfg.generate
-        self.params = SamplingParams(n=g.n, temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
-                                     stop=template.stop, seed=g.seed, logprobs=g.logprobs)
         self.tokens_out = 0
         self.problems_done = 0
 
@@ -89,16 +93,38 @@ def _needs_hint(cfg: Config, problems: list[Problem], rows: list[Trace], stop: l
     return [p for p in problems if p.answer is not None and p.id not in solved]
 
 
-def generate(cfg: Config, backend: Backend | None = None) -> dict:
-    """Run the teacher over the train split; returns the stage stats. ``backend`` is for tests."""
-    with StageRun(cfg, "generate") as run:
+def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = False) -> dict:
+    """Run the teacher over the train split; returns the stage stats. ``backend`` is for tests.
+
+    Resumes from the traces already in the folder: every row whose provenance (teacher, prompt
+    template, sampling settings, question) matches the current config is kept, and only missing
+    ``(id, sample)`` pairs are asked for. Rows of problems outside the current selection
+    (``data.max_train``) stay in the file, unused.
+    """
+    with StageRun(cfg, "generate", overwrite) as run:
         path = run.dir / "traces.jsonl"
-        have = {t.key for t in _resume(path, run.dir / ".config_hash", cfg.stage_hash("generate"))}
         split = cfg.data.train_split
         problems = load_problems(cfg.data, split)
-        index = {p.id: i for i, p in enumerate(problems)}
+        if not problems:
+            raise UserError(f"{cfg.data.path} ({split}): no problems to generate for")
+        by_id = {p.id: p for p in problems}
         template = load_prompt(cfg.data.prompt)
-        n = cfg.generate.n
+        g = cfg.generate
+        params = SamplingParams(n=g.n, temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens,
+                                stop=template.stop, seed=g.seed, logprobs=g.logprobs)
+        rows = recover_rows(path, Trace)
+        bad = _check_provenance(rows, by_id, {"teacher": cfg.teacher.model_name_or_path, "template_hash": template.hash,
+                                              "sampling": asdict(params)})
+        if bad and not overwrite:
+            raise refusal(f"{path}: {len(bad)} of {len(rows)} traces were written with other settings", bad[:1])
+        if bad:
+            move_aside(path)
+            rows = []
+        have = {t.key for t in rows if t.id in by_id}
+        if have:
+            log.info("resuming: %d traces of the selected problems already in %s", len(have), path)
+        index = {p.id: i for i, p in enumerate(problems)}
+        n = g.n
         todo = [p for p in problems if any((p.id, s) not in have for s in range(n))]
         t0, writer, owned = time.time(), None, backend is None
         with RowAppender(path) as out:
@@ -108,13 +134,13 @@ def generate(cfg: Config, backend: Backend | None = None) -> dict:
                 if not batch:
                     return
                 if writer is None:  # start the engine only when there is something to ask
-                    backend = backend or teacher_backend(cfg.teacher, cfg.generate.seed, split)
+                    backend = backend or teacher_backend(cfg.teacher, g.seed, split)
                     backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_train is not None)
-                    writer = _Writer(cfg, backend, template, out, have)
+                    writer = _Writer(cfg, backend, template, params, out, have)
                 writer.run(batch, index, **kw)
 
             ask(todo)
-            if cfg.generate.rationalize:
+            if g.rationalize:
                 hard = _needs_hint(cfg, problems, recover_rows(path, Trace), template.stop)
                 hard = [p for p in hard if any((p.id, s) not in have for s in range(n, 2 * n))]
                 log.info("rationalizing %d problems with no correct sample", len(hard))
@@ -122,8 +148,8 @@ def generate(cfg: Config, backend: Backend | None = None) -> dict:
         tokens_out, done = (writer.tokens_out, writer.problems_done) if writer else (0, 0)
         if owned and backend is not None:
             backend.close()  # free the engine's memory before the next stage
-        rows = recover_rows(path, Trace)
-        return run.finish(_summary(rows, problems, done, tokens_out, time.time() - t0))
+        rows = [r for r in recover_rows(path, Trace) if r.id in by_id]
+        return run.finish(_summary(rows, problems, done, tokens_out, time.time() - t0), outputs=[path])
 
 
 def _summary(rows: list[Trace], problems: list[Problem], done: int, new_tokens_out: int, seconds: float) -> dict:

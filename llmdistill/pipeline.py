@@ -19,14 +19,15 @@ def stage_function(stage: str):
     return {"generate": generate, "filter": filter_traces, "train": train, "evaluate": evaluate}[stage]
 
 
-def run(cfg: Config, force: bool = False) -> dict[str, str]:
-    """Run every stage; returns what happened to each ('ran' or 'skipped')."""
+def run(cfg: Config, force: bool = False, overwrite: bool = False) -> dict[str, str]:
+    """Run every stage; returns what happened to each ('ran' or 'skipped'). A stage whose folder
+    holds outputs made with other content settings is refused, or with ``overwrite`` moved aside."""
     done = {}
     for stage in STAGES:
         if not force and is_complete(cfg, stage):
             log.info("%s: output complete for this config, skipping (%s)", stage, cfg.stage_dir(stage))
             done[stage] = "skipped"
             continue
-        stage_function(stage)(cfg)
+        stage_function(stage)(cfg, overwrite=overwrite)
         done[stage] = "ran"
     return done

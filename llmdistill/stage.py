@@ -1,20 +1,28 @@
-"""Bookkeeping shared by every stage: its folder, its resolved config, its ``stats.json``.
+"""Bookkeeping shared by every stage: its folder, its resolved config, its ``stats.json``, its lock.
 
-A stage's output is trusted only when ``stats.json`` exists, names the current config hash and
-the run id of the upstream output it was built from. ``stats.json`` is written last and
-atomically, so a stage killed halfway is never mistaken for a complete one.
+A stage's output is complete when ``stats.json`` exists (written last, atomically), the
+``config.yaml`` beside it has the same content settings as the current config, and it was built
+from the upstream output that is there now. Finished work is never deleted: outputs made with
+other content settings (or from another upstream output) are refused, or with ``overwrite``
+moved aside into a dated folder. One process at a time writes a stage folder (an OS lock that
+dies with its process).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import time
 import uuid
+from pathlib import Path
 
 from llmdistill.atomic import write_text
 from llmdistill.config import STAGES, Config
 from llmdistill.config.file import save_config
+from llmdistill.errors import UserError
+from llmdistill.identity import changes, saved_config
 
 log = logging.getLogger(__name__)
 
@@ -37,50 +45,121 @@ def upstream(cfg: Config, stage: str) -> str | None:
     return STAGES[i - 1] if i > 0 else None
 
 
+def _stale_upstream(cfg: Config, stage: str, stats: dict | None) -> str | None:
+    """Why a complete output no longer matches the upstream output that is there now, if it does not."""
+    up = upstream(cfg, stage)
+    up_stats = read_stats(cfg, up) if up else None
+    if stats is None or up_stats is None or stats.get("upstream_run_id") == up_stats.get("run_id"):
+        return None
+    return f"it was built from another '{up}' output than the one in {cfg.stage_dir(up)}"
+
+
 def is_complete(cfg: Config, stage: str) -> bool:
     stats = read_stats(cfg, stage)
-    if not stats or stats.get("config_hash") != cfg.stage_hash(stage):
+    if not stats:
+        return False
+    saved = saved_config(cfg.stage_dir(stage))
+    if saved is None or changes(saved, cfg, stage):
         return False
     up = upstream(cfg, stage)
-    if up is None:
-        return True
-    up_stats = read_stats(cfg, up)
-    return bool(up_stats) and stats.get("upstream_run_id") == up_stats.get("run_id")
+    return up is None or (read_stats(cfg, up) is not None and _stale_upstream(cfg, stage, stats) is None)
 
 
 def require_complete(cfg: Config, stage: str) -> dict:
     """The upstream stage's stats, or a UserError telling the user which command to run first."""
-    from llmdistill.errors import UserError
-
     if not is_complete(cfg, stage):
         raise UserError(f"no complete '{stage}' output for this config in {cfg.stage_dir(stage)}: run `llmdistill {stage}` first")
     return read_stats(cfg, stage)
 
 
-class StageRun:
-    """Context for one stage execution: clears the completion marker, saves the config, times it."""
+def move_aside(path: Path) -> Path:
+    """Rename ``path`` to a dated sibling (``generate.replaced-20261125-0930``); never delete it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest = path.with_name(f"{path.name}.replaced-{stamp}")
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
+    path.rename(dest)
+    log.warning("moved %s aside to %s", path, dest)
+    return dest
+
+
+def refusal(what: str, reasons: list[str]) -> UserError:
+    return UserError(f"{what} ({'; '.join(reasons)}): use a new output_dir, or --overwrite to move the old outputs aside into a dated folder")
+
+
+class StageLock:
+    """An exclusive OS lock on a stage folder, held for the stage's whole run. The OS releases it
+    when its process dies, so a killed run never blocks the next one."""
 
     def __init__(self, cfg: Config, stage: str):
-        self.cfg, self.stage = cfg, stage
+        self.folder = cfg.stage_dir(stage)
+        self.path = Path(cfg.output_dir) / f".{stage}.lock"  # beside the folder: it stays when the folder is moved aside
+
+    def __enter__(self) -> "StageLock":
+        from filelock import FileLock, Timeout
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(str(self.path), timeout=0.5)
+        try:
+            self.lock.acquire()
+        except Timeout:
+            holder = self.path.read_text().strip() if self.path.is_file() else ""
+            raise UserError(f"{self.folder} is being written by another process (pid {holder or 'unknown'}): "
+                            "wait for it to finish or stop it; one process writes a stage folder at a time") from None
+        self.path.write_text(f"{os.getpid()}\n")  # the holder's pid, for the message above
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
+class StageRun:
+    """One stage execution: takes the folder's lock, refuses (or moves aside) outputs made with
+    other content settings, saves the config, and writes ``stats.json`` last."""
+
+    def __init__(self, cfg: Config, stage: str, overwrite: bool = False):
+        self.cfg, self.stage, self.overwrite = cfg, stage, overwrite
         self.dir = cfg.stage_dir(stage)
+        self.lock = StageLock(cfg, stage)
         self.t0 = 0.0
 
     def __enter__(self) -> "StageRun":
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "stats.json").unlink(missing_ok=True)
-        save_config(self.cfg, self.dir / "config.yaml")
+        self.lock.__enter__()
+        try:
+            self._guard()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "stats.json").unlink(missing_ok=True)  # the completion marker: set again by finish()
+            save_config(self.cfg, self.dir / "config.yaml")
+        except BaseException:
+            self.lock.__exit__()
+            raise
         self.t0 = time.time()
         return self
 
     def __exit__(self, *exc) -> None:
-        pass
+        self.lock.__exit__()
 
-    def finish(self, stats: dict) -> dict:
+    def _guard(self) -> None:
+        saved = saved_config(self.dir)
+        reasons = changes(saved, self.cfg, self.stage, selection=False) if saved is not None else []
+        stale = _stale_upstream(self.cfg, self.stage, read_stats(self.cfg, self.stage))
+        reasons += [stale] if stale and not reasons else []
+        if not reasons:
+            return
+        if not self.overwrite:
+            raise refusal(f"{self.dir} holds '{self.stage}' outputs made otherwise", reasons)
+        move_aside(self.dir)
+
+    def finish(self, stats: dict, outputs: list[Path] | None = None) -> dict:
+        """Write ``stats.json``. With ``outputs``, the run id is a digest of those files, so a rerun
+        that changes nothing keeps the stages built on it complete."""
         up = upstream(self.cfg, self.stage)
         full = {
             "stage": self.stage,
             "config_hash": self.cfg.stage_hash(self.stage),
-            "run_id": uuid.uuid4().hex,
+            "run_id": _digest(outputs) if outputs else uuid.uuid4().hex,
             "upstream_run_id": (read_stats(self.cfg, up) or {}).get("run_id") if up else None,
             "started_at": self.t0,
             "finished_at": time.time(),
@@ -90,3 +169,12 @@ class StageRun:
         write_text(self.dir / "stats.json", json.dumps(full, indent=2))
         log.info("%s done in %.1fs -> %s", self.stage, full["seconds"], self.dir)
         return full
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:32]

@@ -93,11 +93,25 @@ def test_run_after_generate_does_not_regenerate(make_config, scripted):
     assert traces.read_bytes() == before
 
 
-def test_changed_config_reruns_downstream_only(make_config, scripted):
+def test_changed_content_is_refused_then_overwrite_moves_the_old_outputs_aside(make_config, scripted):
     scripted.SCRIPT = correct_script()
     cfg = make_config(evaluate={"models": ["teacher"]}, train={"max_steps": 1})
     assert invoke("run", cfg).exit_code == 0
-    result = invoke("run", cfg, "--set", "train.learning_rate=0.001")
-    assert result.exit_code == 0
+    run = cfg.parent / "run"
+    model_before = (run / "train" / "model" / "model.safetensors").read_bytes()
+    one_line_error(invoke("run", cfg, "--set", "train.learning_rate=0.001"), "train.learning_rate: 5e-05 -> 0.001", "--overwrite", "output_dir")
+    assert (run / "train" / "model" / "model.safetensors").read_bytes() == model_before  # nothing touched
+    result = invoke("run", cfg, "--set", "train.learning_rate=0.001", "--overwrite")
+    assert result.exit_code == 0, result.output
     assert "generate: skipped" in result.output and "filter: skipped" in result.output
-    assert "train: ran" in result.output and "evaluate: ran" in result.output
+    assert "train: ran" in result.output and "evaluate: skipped" in result.output  # the teacher's evaluation does not depend on training
+    aside = sorted(run.glob("train.replaced-*"))
+    assert len(aside) == 1 and (aside[0] / "model" / "model.safetensors").read_bytes() == model_before
+
+
+def test_operational_changes_keep_every_stage_complete(make_config, scripted):
+    scripted.SCRIPT = correct_script()
+    cfg = make_config(evaluate={"models": ["teacher"]}, train={"max_steps": 1})
+    assert invoke("run", cfg).exit_code == 0
+    result = invoke("run", cfg, "--set", "train.logging_steps=3", "--set", "teacher.batch_size=1", "--set", "evaluate.batch_size=2")
+    assert result.exit_code == 0 and result.output.count(": skipped") == 4, result.output

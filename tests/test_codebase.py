@@ -51,7 +51,7 @@ def test_no_module_is_over_300_lines():
     assert not long, long
 
 
-def _fields() -> list[tuple[str, str]]:
+def _fields() -> list[tuple[type, str]]:
     """(section class, field name) of every field of every config section, nested ones included."""
     from pydantic import BaseModel
 
@@ -69,7 +69,7 @@ def _fields() -> list[tuple[str, str]]:
             if sub is not None and issubclass(sub, BaseModel):
                 todo.append(sub)
             elif model is not Config:
-                out.append((model.__name__, name))
+                out.append((model, name))
     assert all(issubclass(m, Section) for m in seen)
     return out
 
@@ -78,5 +78,13 @@ def test_every_config_field_is_read_outside_the_schema():
     """A field's name must appear in the code that uses the config (``.name`` or ``"name"``),
     not only where it is declared and validated."""
     code = "\n".join(f.read_text() for f in PACKAGE.rglob("*.py") if "config" not in f.relative_to(PACKAGE).parts)
-    unread = [f"{section}.{name}" for section, name in _fields() if not re.search(rf"\.{name}\b|[\"']{name}[\"']", code)]
+    unread = [f"{section.__name__}.{name}" for section, name in _fields() if not re.search(rf"\.{name}\b|[\"']{name}[\"']", code)]
     assert not unread, f"config fields read nowhere: {unread}"
+
+
+def test_every_config_field_is_marked_content_or_operational():
+    """A new setting must choose whether it changes what a stage writes (see config.base)."""
+    from llmdistill.config.base import CONTENT, OPERATIONAL, role
+
+    unmarked = [f"{section.__name__}.{name}" for section, name in _fields() if role(section.model_fields[name]) not in (CONTENT, OPERATIONAL)]
+    assert not unmarked, unmarked

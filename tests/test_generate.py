@@ -36,12 +36,32 @@ def test_crash_then_rerun_generates_only_the_missing_traces(make_config, scripte
     assert sorted(t.key for t in rows) == [(f"tr{i}", 0) for i in range(6)]
 
 
-def test_changed_config_starts_afresh(make_config, scripted):
+def test_changed_content_is_refused_and_overwrite_moves_the_traces_aside(make_config, scripted):
+    from llmdistill.errors import UserError
+
     scripted.SCRIPT = correct_script()
     path = make_config()
     generate(load_config(path))
-    generate(load_config(path, ["generate.max_new_tokens=9"]))
-    assert len(read_rows(load_config(path).stage_dir("generate") / "traces.jsonl", Trace)) == 6
+    out = load_config(path).stage_dir("generate")
+    before = (out / "traces.jsonl").read_bytes()
+    with pytest.raises(UserError, match=r"generate.max_new_tokens: 8 -> 9.*--overwrite"):
+        generate(load_config(path, ["generate.max_new_tokens=9"]))
+    assert (out / "traces.jsonl").read_bytes() == before
+    generate(load_config(path, ["generate.max_new_tokens=9"]), overwrite=True)
+    assert [r.sampling["max_new_tokens"] for r in read_rows(out / "traces.jsonl", Trace)] == [9] * 6
+    [aside] = out.parent.glob("generate.replaced-*")
+    assert (aside / "traces.jsonl").read_bytes() == before
+
+
+def test_growing_the_selection_keeps_the_traces_already_written(make_config, scripted):
+    scripted.SCRIPT = correct_script()
+    path = make_config()
+    generate(load_config(path, ["data.max_train=3"]))
+    calls = scripted.calls
+    stats = generate(load_config(path))  # 3 -> 6 problems: only the 3 new ones are asked
+    assert stats["traces"] == 6 and stats["problems_this_run"] == 3 and scripted.calls == calls + 1
+    stats = generate(load_config(path, ["data.max_train=2"]))  # shrinking: the other rows stay in the file, unused
+    assert stats["traces"] == 2 and len(read_rows(load_config(path).stage_dir("generate") / "traces.jsonl", Trace)) == 6
 
 
 def test_transformers_backend_generates_n_samples(tiny_model):

@@ -5,24 +5,48 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
 from llmdistill.backends import Request, SamplingParams
-from llmdistill.backends.openai import BackendError, OpenAIBackend
+from llmdistill.backends.openai import BackendError, OpenAIBackend, check_reply
+
+
+# HTTP 200 replies a proxy or a half-broken server sends instead of completions.
+BAD_200 = {
+    "html": ("text/html", b"<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<h1>502 Bad Gateway</h1>\n</body>\n</html>\n"),
+    "notjson": ("text/plain", b"upstream connect error or disconnect/reset before headers. reset reason: overflow"),
+    "nochoices": ("application/json", b'{"error": {"message": "The model is overloaded", "type": "server_error"}}'),
+}
 
 
 class FakeServer:
-    """Answers POSTs by popping ``faults`` ("500", "429", "slow", "400"); an empty list means success."""
+    """Answers POSTs by popping ``faults``; an empty list means success.
+
+    Faults: "500", "503", "429", "400" (that status), "slow" (answers after the client's timeout),
+    "drop" (closes the connection without replying), "html", "notjson", "nochoices" (HTTP 200 with
+    that body), "fewchoices", "manychoices" (one choice fewer or more than asked), "nullcontent".
+    """
 
     def __init__(self):
         self.faults: list[str] = []
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
+        self.bad_200 = dict(BAD_200)  # a test may change one page
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
+
+            def reply(self, status: int, content_type: str, data: bytes, headers: dict | None = None):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -31,29 +55,27 @@ class FakeServer:
                 fault = outer.faults.pop(0) if outer.faults else None
                 if fault == "slow":
                     time.sleep(0.6)
-                if fault in ("500", "429", "400"):
-                    self.send_response(int(fault))
-                    if fault == "429":
-                        self.send_header("Retry-After", "0")
-                    self.end_headers()
-                    self.wfile.write(b'{"error": "injected"}')
+                if fault == "drop":
+                    self.close_connection = True  # no status line at all: the client sees the socket close
                     return
+                if fault in ("500", "503", "429", "400"):
+                    page = b"<html>\n<body>Service Unavailable</body>\n</html>" if fault == "503" else b'{"error": "injected"}'
+                    return self.reply(int(fault), "text/html", page, {"Retry-After": "0"} if fault == "429" else None)
+                if fault in outer.bad_200:
+                    return self.reply(200, *outer.bad_200[fault])
+                n = body.get("n", 1) + {"fewchoices": -1, "manychoices": 1}.get(fault, 0)
                 choices = [
                     {"index": i, "finish_reason": "length" if i else "stop",
-                     "message": {"role": "assistant", "content": f"sample {i} for {body['messages'][-1]['content']}"},
+                     "message": {"role": "assistant", "content": None if fault == "nullcontent" else f"sample {i} for {body['messages'][-1]['content']}"},
                      "logprobs": {"content": [{"token": "a", "logprob": -0.1, "top_logprobs": [{"token": "a", "logprob": -0.1}, {"token": "b", "logprob": -2.5}]}]}}
-                    for i in range(body.get("n", 1))
+                    for i in range(n)
                 ]
                 data = json.dumps({"choices": choices, "usage": {"prompt_tokens": 11, "completion_tokens": 3 * len(choices)}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(200, "application/json", data)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
 
 @pytest.fixture
@@ -117,3 +139,58 @@ def test_concurrency_keeps_request_order(server):
     reqs = [Request(id=f"p{i}", index=i, prompt=[{"role": "user", "content": f"Q: {i}?"}]) for i in range(12)]
     out = backend(server, concurrency=4).generate(reqs, SamplingParams())
     assert [o[0].text for o in out] == [f"sample 0 for Q: {i}?" for i in range(12)]
+
+
+BAD_REPLIES = ["html", "notjson", "nochoices", "fewchoices", "manychoices", "drop", "503", "slow"]
+
+
+@pytest.mark.parametrize("fault", BAD_REPLIES)
+def test_each_bad_reply_is_retried_then_succeeds(server, fault, caplog):
+    server.faults = [fault]
+    with caplog.at_level("WARNING"):
+        [[a, b]] = backend(server).generate(REQ, SamplingParams(n=2))
+    assert a.text == "sample 0 for Q: one?" and b.text == "sample 1 for Q: one?" and len(server.bodies) == 2
+    assert "retry 1/6" in caplog.text  # logged like any retried failure
+
+
+@pytest.mark.parametrize(("fault", "reason"), [
+    ("html", "HTTP 200 with a body that is not JSON: '<html> <head><title>502 Bad Gateway</title></head> <body> <h1>502 Bad Gateway</h1>"),
+    ("notjson", "HTTP 200 with a body that is not JSON: 'upstream connect error or disconnect/reset before headers."),
+    ("nochoices", """HTTP 200 with JSON that has no 'choices' list: '{"error": {"message": "The model is overloaded", """),
+    ("fewchoices", """HTTP 200 with 1 choices where n=2 was asked: '{"choices": [{"index": 0, """),
+    ("manychoices", """HTTP 200 with 3 choices where n=2 was asked: '{"choices": [{"index": 0, """),
+    ("503", "HTTP 503: '<html> <body>Service Unavailable</body> </html>'"),
+    ("drop", "RemoteProtocolError: Server disconnected without sending a response."),
+    ("slow", "ReadTimeout"),
+])
+def test_a_bad_reply_past_the_retry_budget_is_one_line_quoting_the_body(server, fault, reason, caplog):
+    server.faults = [fault] * 10
+    with caplog.at_level("WARNING"), pytest.raises(BackendError) as err:
+        backend(server, max_retries=2).generate(REQ, SamplingParams(n=2))
+    message = str(err.value)
+    assert "\n" not in message and len(server.bodies) == 3
+    assert message.startswith(f"{server.url}/chat/completions failed after 2 retries: ") and reason in message, message
+    assert reason in caplog.text and "retry 2/2" in caplog.text
+
+
+def test_a_long_bad_body_is_quoted_up_to_200_characters(server):
+    server.faults = ["html"] * 3
+    server.bad_200["html"] = ("text/html", b"<html>" + b"x" * 1000)
+    with pytest.raises(BackendError) as err:
+        backend(server, max_retries=2).generate(REQ, SamplingParams())
+    assert str(err.value).endswith("'<html>" + "x" * 194 + "'")
+
+
+def test_null_content_is_empty_text(server):
+    server.faults = ["nullcontent"]
+    [[a]] = backend(server).generate(REQ, SamplingParams())
+    assert a.text == "" and len(server.bodies) == 1
+
+
+def test_check_reply_names_what_is_wrong_with_a_completions_reply():
+    ok = httpx.Response(200, json={"choices": [{"index": 0, "text": None}]})
+    assert check_reply(ok, 1, "completions") == {"choices": [{"index": 0, "text": None}]}
+    chat_shaped = httpx.Response(200, json={"choices": [{"index": 0, "message": {"content": "hi"}}]})
+    assert check_reply(chat_shaped, 1, "completions").startswith("HTTP 200 with a choice that has no 'text': '{")
+    assert check_reply(httpx.Response(200, content=b"[1, 2]"), 1, "chat") == "HTTP 200 with JSON that has no 'choices' list: '[1, 2]'"
+    assert check_reply(httpx.Response(200, content=b""), 1, "chat") == "HTTP 200 with a body that is not JSON: ''"

@@ -70,7 +70,7 @@ def test_svamp_palm_replay_writes_800_traces_with_provenance(tmp_path, monkeypat
     assert stats["rows_in"] == 800 == stats["kept"] + len(rejected)
     assert all(r.rejected_by and r.reason for r in rejected)
     assert sum(f["in"] - f["out"] for f in stats["funnel"].values()) == len(rejected)
-    result = CliRunner().invoke(app, ["generate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path}", "--set",
+    result = CliRunner().invoke(app, ["generate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path / 'short'}", "--set",
                                       "teacher.replay.train=[../shared/data/svamp/palm/train_CoT_0.json]"])
     assert result.exit_code == 2 and "hold 500 completions for 800 problems" in result.output
     cfg = load_config(ROOT / "configs" / "svamp_palm.yaml")

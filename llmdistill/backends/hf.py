@@ -2,6 +2,7 @@
 
 Greedy requests are batched; sampled requests run one problem at a time (its ``n`` samples
 batched) under the request's own seed, so a sample never depends on what it was batched with.
+Running out of memory in a batch ends the stage with one line naming the settings to lower.
 """
 
 from __future__ import annotations
@@ -44,6 +45,30 @@ def load_model(model_name_or_path: str, dtype: str = "float32", device: str = "a
     return model.to(resolve_device(device)).eval()
 
 
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocator running out: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+
+
+def oom_message(prompts: int, n: int, max_new_tokens: int, where: str, *more: str) -> str:
+    """One line for an out-of-memory batch, naming the settings that shrink it (``more``: the engine's own)."""
+    batch = f"{prompts} prompt{'s' if prompts > 1 else ''}" + (f" x {n} samples" if n > 1 else "")
+    knobs = ["the batch size (teacher.batch_size when generating, evaluate.batch_size when evaluating)"] if prompts > 1 else []
+    knobs += ["the number of samples (generate.n, evaluate.samples)"] if n > 1 else []
+    knobs += [*more, "max_new_tokens"]
+    lower = knobs[0] if len(knobs) == 1 else ", ".join(knobs[:-1]) + " or " + knobs[-1]
+    return f"out of memory generating a batch of {batch} (max_new_tokens {max_new_tokens}) on {where}: lower {lower}"
+
+
+def free_cuda_cache(device) -> None:
+    """Give cached CUDA blocks back after a failure, so what runs next in the process has them."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def chat_text(tokenizer, prompt: Prompt) -> str:
     """A prompt as text: chat messages go through the tokenizer's chat template."""
     if isinstance(prompt, str):
@@ -81,11 +106,23 @@ class TransformersBackend(Backend):
     @torch.inference_mode()
     def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
         if params.temperature > 0:
-            return [self._generate_batch([r], params, seed=r.seed)[0] for r in requests]
+            return [self._checked_batch([r], params, seed=r.seed)[0] for r in requests]
         out: list[list[Completion]] = []
         for start in range(0, len(requests), self.batch_size):
-            out.extend(self._generate_batch(requests[start : start + self.batch_size], params, seed=params.seed))
+            out.extend(self._checked_batch(requests[start : start + self.batch_size], params, seed=params.seed))
         return out
+
+    def _checked_batch(self, requests: list[Request], params: SamplingParams, seed: int) -> list[list[Completion]]:
+        """``_generate_batch``, with running out of memory turned into a UserError naming what to lower."""
+        try:
+            return self._generate_batch(requests, params, seed)
+        except (RuntimeError, MemoryError) as e:
+            if not is_oom(e):
+                raise
+            log.debug("generate ran out of memory: %s", str(e))  # a string: a kept record must not pin the batch's tensors
+        # Out of the except block, the failed batch's tensors are unreferenced and the cache can go back.
+        free_cuda_cache(self.model.device)
+        raise UserError(oom_message(len(requests), params.n, params.max_new_tokens, str(self.model.device)))
 
     def _generate_batch(self, requests: list[Request], params: SamplingParams, seed: int) -> list[list[Completion]]:
         enc = self._encode([self.prompt_text(r.prompt) for r in requests])

@@ -1,8 +1,9 @@
 """Any OpenAI-compatible endpoint (``vllm serve``, hosted APIs), over plain HTTP with httpx.
 
-Requests run with bounded concurrency; 429, 5xx, timeouts and connection errors are retried
-with exponential backoff (honouring ``Retry-After``) until ``max_retries`` is spent, then the
-stage fails with the last error. The API key is read from the environment variable named in
+Requests run with bounded concurrency; 429, 5xx, timeouts, dropped connections and HTTP 200
+replies that are unusable (a proxy's HTML page, not JSON, no ``choices``, not ``n`` of them) are
+retried with exponential backoff (honouring ``Retry-After``) until ``max_retries`` is spent, then
+the stage fails with the last error on one line. The API key is read from the environment variable named in
 the config and never logged or written to an output.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -71,6 +73,7 @@ class OpenAIBackend(Backend):
         return body
 
     def _post(self, body: dict) -> dict:
+        """The reply to ``body``, checked by ``check_reply``; retryable failures are retried."""
         path = "/chat/completions" if self.api == "chat" else "/completions"
         last = ""
         for attempt in range(self.max_retries + 1):
@@ -78,14 +81,18 @@ class OpenAIBackend(Backend):
             try:
                 resp = self.client.post(path, json=body)
                 if resp.status_code == 200:
-                    return resp.json()
-                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                if resp.status_code not in RETRY_STATUS:
-                    raise BackendError(f"{self.base_url}{path} refused the request: {last}")
-                retry_after = resp.headers.get("retry-after")
-                wait = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
-            except httpx.TransportError as e:  # timeouts and connection errors
-                last = f"{type(e).__name__}: {e}"
+                    reply = check_reply(resp, body["n"], self.api)
+                    if isinstance(reply, dict):
+                        return reply
+                    last = reply
+                else:
+                    last = f"HTTP {resp.status_code}: {quote(resp.text)}"
+                    if resp.status_code not in RETRY_STATUS:
+                        raise BackendError(f"{self.base_url}{path} refused the request: {last}")
+                    retry_after = resp.headers.get("retry-after")
+                    wait = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
+            except (httpx.TransportError, httpx.DecodingError) as e:  # timeouts, dropped connections, mangled bodies
+                last = one_line(f"{type(e).__name__}: {e}")
             if attempt == self.max_retries:
                 break
             wait = wait if wait is not None else min(self.MAX_BACKOFF_S, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
@@ -97,7 +104,7 @@ class OpenAIBackend(Backend):
         t0 = time.perf_counter()
         data = self._post(self._body(request, params))
         latency = time.perf_counter() - t0
-        usage = data.get("usage") or {}
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
         per_choice = (usage.get("completion_tokens") or 0) / max(len(choices), 1)
         out = []
@@ -117,6 +124,44 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         self.client.close()
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) collapsed to one space."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def quote(body: str) -> str:
+    """The start of a reply body, quoted on one line, for errors and logs."""
+    return repr(one_line(body)[:200])
+
+
+def check_reply(resp: httpx.Response, n: int, api: str) -> dict | str:
+    """The parsed reply of an HTTP 200 when it holds ``n`` usable choices, else why not.
+
+    The one place a reply's shape is checked: a proxy's error page or a half-broken server
+    gives a reason, which ``_post`` retries like a 5xx. A choice whose content is null is fine.
+    """
+    try:
+        data = resp.json()
+    except ValueError:  # not JSON, or not decodable text
+        return f"HTTP 200 with a body that is not JSON: {quote(resp.text)}"
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list):
+        return f"HTTP 200 with JSON that has no 'choices' list: {quote(resp.text)}"
+    if len(choices) != n:
+        return f"HTTP 200 with {len(choices)} choices where n={n} was asked: {quote(resp.text)}"
+    if not all(usable_choice(c, api) for c in choices):
+        field = "message" if api == "chat" else "text"
+        return f"HTTP 200 with a choice that has no {field!r}: {quote(resp.text)}"
+    return data
+
+
+def usable_choice(choice, api: str) -> bool:
+    """A chat choice has a ``message`` object, a completions one a ``text`` (null content is fine)."""
+    if not isinstance(choice, dict):
+        return False
+    return isinstance(choice.get("message"), dict) if api == "chat" else "text" in choice
 
 
 def _logprobs(lp: dict | None, api: str) -> tuple[list | None, int | None]:

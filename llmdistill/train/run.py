@@ -15,10 +15,10 @@ from llmdistill.train.checkpoints import is_saved
 log = logging.getLogger(__name__)
 
 
-def train(cfg: Config) -> dict:
+def train(cfg: Config, overwrite: bool = False) -> dict:
     """Fine-tune the student on the kept traces; returns the stage stats."""
     require_complete(cfg, "filter")
-    with StageRun(cfg, "train") as run:
+    with StageRun(cfg, "train", overwrite) as run:
         traces = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
         if not traces and not (cfg.train.mode == "label" and cfg.train.label_source == "gold"):
             raise UserError(f"{cfg.stage_dir('filter') / 'kept.jsonl'} is empty: the filter kept no traces to train on")

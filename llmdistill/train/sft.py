@@ -68,7 +68,7 @@ def run_sft(cfg: Config, run: StageRun, student_path: str, traces: list[Filtered
     else:
         examples, report = preflight(cfg, examples, tokenizer)
     write_rows(run.dir / "examples.jsonl", examples)
-    ckpt, resume_from = checkpoint_dir(run.dir, "checkpoints", {**identity, "phase": "sft"}, cfg.train.resume)
+    ckpt, resume_from = checkpoint_dir(run.dir, "checkpoints", {**identity, "phase": "sft"}, cfg.train.resume, run.overwrite)
     trainer = make_trainer(cfg, student_path, examples, str(ckpt), tokenized)
     if cfg.train.preflight_probe:
         spt = probe_seconds_per_token(trainer)

@@ -5,6 +5,7 @@
 import pytest
 
 from llmdistill.config.file import load_config
+from llmdistill.errors import UserError
 from llmdistill.jsonl import read_rows
 from llmdistill.records import TrainExample
 from llmdistill.train import train
@@ -55,12 +56,16 @@ def test_resume_continues_from_the_saved_step(make_config, scripted, monkeypatch
     assert trained_steps[-1] == 4 and 3 in trained_steps
 
 
-def test_changed_config_does_not_resume_stale_checkpoints(make_config, scripted):
+def test_changed_content_never_resumes_stale_checkpoints_and_never_deletes_them(make_config, scripted):
     cfg = run_to_filter(make_config, scripted, train={"max_steps": 2, "save_steps": 1})
     train(cfg)
     cfg2 = load_config(make_config(train={"max_steps": 2, "save_steps": 1, "learning_rate": 1e-3}))
-    stats = train(cfg2)
+    with pytest.raises(UserError, match="train.learning_rate"):
+        train(cfg2)
+    stats = train(cfg2, overwrite=True)
     assert stats["sft"]["resumed_from"] is None
+    [aside] = cfg.stage_dir("train").parent.glob("train.replaced-*")
+    assert (aside / "checkpoints" / "checkpoint-2").is_dir() and (aside / "model" / "model.safetensors").is_file()
 
 
 def test_lora_trains_and_saves_a_merged_plain_model(make_config, scripted):

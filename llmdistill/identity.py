@@ -1,0 +1,95 @@
+"""What a stage's output is: the content settings it was made with (see ``config.base``).
+
+Every stage folder keeps the config it was made with (``config.yaml``). Its identity is the
+content fields of the sections the stage reads (``STAGE_INPUTS``); operational fields never count.
+Comparing the saved config with the current one, field by field, says what changed in words a
+user can act on (``generate.temperature: 0.0 -> 0.7``), and works across versions that add
+settings (a setting missing from an old config.yaml takes its default on both sides).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from llmdistill.config.base import CONTENT, Section, role
+
+# Settings each stage reads, by section, and those that only choose *which* rows a stage covers:
+# generate keeps every trace it wrote whatever data.max_train says (rows decide for themselves).
+STAGE_INPUTS = {
+    "generate": ["data", "teacher", "generate"],
+    "filter": ["data", "teacher", "generate", "filter"],
+    "train": ["data", "teacher", "generate", "filter", "student", "train", "kd"],
+    "evaluate": ["data", "teacher", "generate", "filter", "student", "train", "kd", "evaluate"],
+}
+SELECTION = {"generate": {"data.max_train"}}
+NOT_READ = {"generate": {"data.test_split", "data.max_test"}}  # the teacher never sees the test split here
+
+
+def _flatten(model: BaseModel, prefix: str, out: dict) -> None:
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        path = f"{prefix}{name}"
+        if isinstance(value, Section):
+            _flatten(value, path + ".", out)
+        elif isinstance(value, list) and value and all(isinstance(v, Section) for v in value):
+            for i, v in enumerate(value):
+                _flatten(v, f"{path}.{i}.", out)
+        elif role(field) == CONTENT:
+            out[path] = value.model_dump(mode="json") if isinstance(value, BaseModel) else json.loads(json.dumps(value, default=str))
+
+
+def inputs(cfg, stage: str) -> list[str]:
+    """The sections a stage's output depends on; an evaluation without the trained student does
+    not depend on how it would be trained (nor on the student, without the untrained one)."""
+    sections = STAGE_INPUTS[stage]
+    if stage == "evaluate" and "student" not in cfg.evaluate.models:
+        drop = {"filter", "train", "kd"} | (set() if "student_init" in cfg.evaluate.models else {"student"})
+        sections = [s for s in sections if s not in drop]
+    return sections
+
+
+def content(cfg, stage: str, selection: bool = True) -> dict:
+    """``{"generate.temperature": 0.7, ...}``: the content fields the stage's output depends on."""
+    out: dict = {}
+    for section in inputs(cfg, stage):
+        _flatten(getattr(cfg, section), f"{section}.", out)
+    drop = NOT_READ.get(stage, set()) | (set() if selection else SELECTION.get(stage, set()))
+    return {k: v for k, v in out.items() if k not in drop}
+
+
+def content_hash(cfg, stage: str) -> str:
+    return hashlib.sha256(json.dumps(content(cfg, stage), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def saved_config(stage_dir: Path):
+    """The Config a stage folder was made with; None when it has none. A config.yaml that no
+    longer validates (a setting since removed) is returned as the raw mapping."""
+    from llmdistill.config import Config
+
+    path = stage_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        return Config.model_validate(raw)
+    except ValidationError:
+        return raw
+
+
+def changes(saved, cfg, stage: str, selection: bool = True) -> list[str]:
+    """Content settings that differ between the saved config and ``cfg``, as 'key: old -> new'."""
+    new = content(cfg, stage, selection)
+    if isinstance(saved, dict):
+        return ["the saved config.yaml no longer validates against this version's settings"]
+    old = content(saved, stage, selection)
+    return [f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."

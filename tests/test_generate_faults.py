@@ -1,0 +1,146 @@
+"""Never lose or duplicate a teacher's work, against a local OpenAI-compatible server that fails
+on purpose (tests/chaos_server.py) and real `llmdistill generate` processes killed with SIGKILL:
+resumes keep every finished trace whatever operational setting changed, one process writes a
+stage at a time, a bad reply ends the stage with one line, and the API key is written nowhere."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from llmdistill.jsonl import read_rows
+from llmdistill.records import Trace
+
+from tests.chaos_server import ChaosServer, answer_for
+from tests.conftest import ROOT, write_jsonl
+
+pytestmark = pytest.mark.slow
+N = 120
+SECRET = "sk-test-SECRET-4711"
+
+
+@pytest.fixture
+def chaos():
+    servers = []
+
+    def make(**kw) -> ChaosServer:
+        servers.append(ChaosServer(**kw))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def _config(tmp_path, url: str, **teacher) -> tuple[str, object]:
+    problems = [{"id": f"p{i:03d}", "question": f"Tom has {i} pens and gets {i % 7 + 1} more. How many pens does he have?", "answer": str(i + i % 7 + 1)}
+                for i in range(N)]
+    write_jsonl(tmp_path / "data" / "train.jsonl", problems)
+    cfg = {
+        "output_dir": str(tmp_path / "run"),
+        "data": {"path": str(tmp_path / "data"), "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml"), "num_shots": 0, "prompt_format": "chat"},
+        "teacher": {"model_name_or_path": "chaos-teacher", "backend": "openai", "base_url": url, "api": "chat", "concurrency": 8, "timeout_s": 0.4,
+                    "max_retries": 12, "backoff_s": 0.01, "batch_size": 8, **teacher},
+        "generate": {"max_new_tokens": 64},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path), tmp_path / "run" / "generate" / "traces.jsonl"
+
+
+def _start(config: str, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OPENAI_API_KEY": SECRET}
+    return subprocess.Popen([sys.executable, "-m", "llmdistill.cli", "generate", config, *extra], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _lines(path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def _kill_at(proc: subprocess.Popen, traces, rows: int) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and _lines(traces) < rows:
+        time.sleep(0.01)
+    assert proc.poll() is None, f"generation ended before it could be killed: {proc.communicate()[1][-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _check_complete(traces) -> list[Trace]:
+    rows = read_rows(traces, Trace)  # every line parses: no torn or interleaved line
+    keys = [r.key for r in rows]
+    assert len(keys) == N and len(set(keys)) == N, (len(keys), len(set(keys)))  # none missing, no duplicate
+    assert all(r.completion == answer_for(r.question) for r in rows)  # every completion answers its own prompt
+    return rows
+
+
+def test_faults_and_three_sigkills_then_resume_lose_nothing(tmp_path, chaos):
+    server = chaos(fault_rate=0.3, latency_s=0.03, hang_s=1.0, seed=1)
+    config, traces = _config(tmp_path, server.url)
+    for at in (10, 40, 75):
+        _kill_at(_start(config), traces, at)
+    done = _start(config)
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err[-3000:]
+    _check_complete(traces)
+    assert all(server.faults[f] > 0 for f in server.faults), server.faults  # every kind of fault was served
+    assert server.auth == {f"Bearer {SECRET}"}
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert written and not [p for p in written if SECRET in p.read_text(errors="ignore")]  # the key is stored nowhere
+
+
+@pytest.mark.parametrize("change", ["teacher.concurrency=16", "teacher.max_retries=9", "teacher.timeout_s=0.5", "teacher.batch_size=5"])
+def test_sigkill_then_resume_with_an_operational_change_keeps_every_row(tmp_path, chaos, change):
+    server = chaos(fault_rate=0.1, latency_s=0.03, seed=2)
+    config, traces = _config(tmp_path, server.url)
+    _kill_at(_start(config), traces, 30)
+    before = {(r.id, r.sample): r for r in read_rows(traces, Trace)}
+    assert len(before) >= 24
+    done = _start(config, "--set", change)
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err[-3000:]
+    after = {r.key: r for r in _check_complete(traces)}
+    assert all(after[k] == r for k, r in before.items())  # not one earlier row lost or rewritten
+
+
+def test_a_second_writer_exits_2_and_leaves_the_file_intact(tmp_path, chaos):
+    server = chaos(latency_s=0.1)
+    config, traces = _config(tmp_path, server.url)
+    first = _start(config)
+    deadline = time.time() + 60
+    while _lines(traces) < 8 and time.time() < deadline:
+        time.sleep(0.02)
+    t0 = time.time()
+    second = _start(config)
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 2 and time.time() - t0 < 15
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"pid {first.pid}" in errors[0] and "being written by another process" in errors[0], err
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-3000:]
+    _check_complete(traces)
+
+
+def test_an_html_reply_ends_the_stage_with_one_line_and_keeps_the_rows(tmp_path, chaos):
+    server = chaos(html_after=20)
+    config, traces = _config(tmp_path, server.url, max_retries=2)
+    proc = _start(config)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "<html>" in errors[0] and "Traceback" not in err, err[-3000:]
+    kept = read_rows(traces, Trace)
+    assert 8 <= len(kept) < N
+    server.html_after = 0  # the proxy recovers: the rerun finishes the rest
+    done = _start(config)
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err[-3000:]
+    rows = {r.key: r for r in _check_complete(traces)}
+    assert all(rows[r.key] == r for r in kept)

@@ -1,0 +1,56 @@
+"""Stage identity is the content settings alone: an operational setting (concurrency, timeouts,
+batch sizes for inference, logging and saving cadence...) never changes what a stage reuses."""
+
+import pytest
+
+from llmdistill.backends import KNOBS
+from llmdistill.config import Config, ModelConfig, TrainConfig
+from llmdistill.config.base import OPERATIONAL, role
+from llmdistill.identity import changes, content
+
+BASE = {"output_dir": "out", "data": {"path": "data/quickstart"}, "teacher": {"model_name_or_path": "m"}}
+# A valid value other than the default for every operational field of the teacher and train sections.
+OTHER = {
+    "teacher": {"backend": "vllm", "device": "cpu", "batch_size": 3, "tensor_parallel_size": 2, "max_model_len": 512, "gpu_memory_utilization": 0.5,
+                "enable_prefix_caching": False, "base_url": "http://127.0.0.1:9999/v1", "api_key_env": "OTHER_KEY", "concurrency": 16,
+                "timeout_s": 5.0, "max_retries": 1, "backoff_s": 3.0},
+    "train": {"logging_steps": 1, "save_steps": 7, "save_total_limit": 5, "resume": False, "gradient_checkpointing": True, "preflight_probe": False},
+}
+
+
+def _operational(model) -> set[str]:
+    return {k for k, f in model.model_fields.items() if role(f) == OPERATIONAL}
+
+
+def test_the_table_covers_every_operational_field():
+    assert set(OTHER["teacher"]) == _operational(ModelConfig) and set(OTHER["train"]) == _operational(TrainConfig)
+
+
+def _backend_reading(knob: str) -> str:
+    return next((b for b, knobs in KNOBS.items() if knob in knobs), "transformers")
+
+
+@pytest.mark.parametrize("section,field", [(s, f) for s in OTHER for f in OTHER[s]])
+def test_an_operational_change_keeps_every_stage_identity(section, field):
+    if section == "teacher":
+        backend = OTHER["teacher"]["backend"] if field == "backend" else _backend_reading(field)
+        before = {**BASE, "teacher": {"model_name_or_path": "m", "backend": backend if field != "backend" else "transformers"}}
+        after = {**before, "teacher": {**before["teacher"], field: OTHER["teacher"][field]}}
+        if field == "backend":
+            after["teacher"]["backend"] = "vllm"
+    else:
+        before, after = BASE, {**BASE, "train": {field: OTHER["train"][field]}}
+    a, b = Config.model_validate(before), Config.model_validate(after)
+    for stage in ("generate", "filter", "train", "evaluate"):
+        assert a.stage_hash(stage) == b.stage_hash(stage) and changes(a, b, stage) == [], stage
+
+
+def test_a_content_change_is_named_with_both_values():
+    a = Config.model_validate(BASE)
+    b = Config.model_validate({**BASE, "generate": {"temperature": 0.7, "n": 2}})
+    assert changes(a, b, "generate") == ["generate.n: 1 -> 2", "generate.temperature: 0.0 -> 0.7"]
+    assert changes(a, b, "train") == changes(a, b, "generate")  # downstream stages read the section too
+    c = Config.model_validate({**BASE, "data": {"path": "data/quickstart", "max_train": 5}})
+    assert changes(a, c, "generate", selection=False) == []  # rows decide: the selection is not the stage's identity
+    assert changes(a, c, "generate") == ["data.max_train: null -> 5"] and changes(a, c, "filter") != []
+    assert "data.max_test" not in content(a, "generate") and "data.max_test" in content(a, "filter")
