@@ -54,3 +54,29 @@ def test_a_content_change_is_named_with_both_values():
     assert changes(a, c, "generate", selection=False) == []  # rows decide: the selection is not the stage's identity
     assert changes(a, c, "generate") == ["data.max_train: null -> 5"] and changes(a, c, "filter") != []
     assert "data.max_test" not in content(a, "generate") and "data.max_test" in content(a, "filter")
+
+
+def test_a_lock_left_by_a_killed_process_never_blocks(tmp_path):
+    """The stage lock is an OS lock: SIGKILL of its holder releases it at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from llmdistill.errors import UserError
+    from llmdistill.stage import StageLock
+
+    cfg = Config.model_validate({**BASE, "output_dir": str(tmp_path)})
+    code = ("import sys, time; from llmdistill.config import Config; from llmdistill.stage import StageLock; "
+            f"cfg = Config.model_validate({{'output_dir': {str(tmp_path)!r}, 'data': {{'path': 'x'}}, 'teacher': {{'model_name_or_path': 'm'}}}}); "
+            "lock = StageLock(cfg, 'generate').__enter__(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(UserError, match=rf"being written by another process \(pid {holder.pid}\)"):
+        StageLock(cfg, "generate").__enter__()
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    t0 = time.time()
+    with StageLock(cfg, "generate"):
+        assert time.time() - t0 < 1.0

@@ -88,6 +88,9 @@ def phase_stats(trainer, result, seconds: float) -> dict:
 
 def train_and_save(cfg, trainer, resume_from: str | None, out: Path, identity: dict) -> dict:
     """Run one training phase to its end, save the student to ``out``, and return the phase's stats."""
+    from llmdistill.train.trainers import CurrentCadence
+
+    trainer.add_callback(CurrentCadence())
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume_from)
     stats = phase_stats(trainer, result, time.time() - t0)

@@ -16,6 +16,7 @@ import random
 
 import torch
 from torch.utils.data import Sampler
+from transformers import TrainerCallback
 
 from llmdistill.config import Config
 from llmdistill.records import TrainExample
@@ -23,6 +24,14 @@ from llmdistill.train.args import lora_config, sft_config, trl_class
 from llmdistill.train.losses import per_example_mean, step_by_step_loss, topk_kl
 
 SFTTrainer = trl_class("SFTTrainer")
+
+
+class CurrentCadence(TrainerCallback):
+    """On resume, transformers restores logging/eval/save steps from the checkpoint's state: put
+    back the current run's (they are operational settings, free to change between runs)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        state.compute_steps(args, state.max_steps)
 
 
 class GroupSampler(Sampler):

@@ -97,3 +97,54 @@ def test_pruned_student_is_rebuilt_when_its_recipe_changes(make_config, scripted
     assert AutoConfig.from_pretrained(materialize_student(cfg)).num_hidden_layers == 2
     cfg = load_config(make_config(student={"keep_layers": [0, 1, 2]}))
     assert AutoConfig.from_pretrained(materialize_student(cfg)).num_hidden_layers == 3
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume_with_logging_steps_changed(tmp_path, tiny_model):
+    """A real `llmdistill train` killed mid-run continues from its checkpoint: logging_steps is operational."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from llmdistill.filter import filter_traces
+    from llmdistill.generate import generate
+    from tests.conftest import ROOT, write_jsonl
+
+    train_rows = [{"id": f"tr{i}", "question": f"Sam has {i} apples and gets 2 more. How many apples does Sam have?", "answer": str(i + 2)} for i in range(8)]
+    write_jsonl(tmp_path / "data" / "train.jsonl", train_rows)
+    write_jsonl(tmp_path / "data" / "test.jsonl", train_rows[:2])
+    write_jsonl(tmp_path / "replay.jsonl", [{"id": r["id"], "text": f"{r['answer']} apples. The answer is {r['answer']}."} for r in train_rows])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "output_dir": str(tmp_path / "run"),
+        "data": {"path": str(tmp_path / "data"), "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml"), "num_shots": 0},
+        "teacher": {"model_name_or_path": "replayed", "backend": "replay", "replay": {"train": [str(tmp_path / "replay.jsonl")]}},
+        "filter": {"dedup_near": {"enabled": False}, "decontaminate": {"enabled": False}},  # toy traces are near copies of each other
+        "student": {"init": "pretrained", "model_name_or_path": tiny_model},
+        "train": {"max_steps": 150, "save_steps": 5, "per_device_train_batch_size": 1, "logging_steps": 5, "preflight_probe": False, "max_length": 256},
+    }))
+    cfg = load_config(path)
+    generate(cfg)
+    filter_traces(cfg)
+    ckpts = cfg.stage_dir("train") / "checkpoints"
+    cmd = [sys.executable, "-m", "llmdistill.cli", "train", str(path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not (ckpts / "checkpoint-10").is_dir():
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = sorted(int(p.name.split("-")[1]) for p in ckpts.glob("checkpoint-*"))
+    assert saved and max(saved) < 150
+    done = subprocess.run([*cmd, "--set", "train.logging_steps=2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = json.loads((cfg.stage_dir("train") / "stats.json").read_text())
+    assert stats["steps"] == 150 and stats["sft"]["resumed_from"].endswith(f"checkpoint-{max(saved)}")
+    logged = [h["step"] for h in stats["sft"]["log_history"] if "loss" in h]
+    assert any(s % 5 for s in logged if s > max(saved))  # the new cadence took effect after the resume
