@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -33,17 +34,39 @@ def _load(config: Path, overrides: list[str] | None):
     return load_config(config, overrides or [])
 
 
+# Operating-system errors on paths a user chose (output_dir, data, models): theirs to fix, so one
+# line and exit code 2 like any UserError. Other OS errors are bugs and keep their traceback.
+PATH_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EEXIST, errno.ENAMETOOLONG,
+               errno.EDQUOT}
+
+
 @contextmanager
 def _user_errors():
-    """A UserError is one line and exit code 2; Ctrl-C says how to resume."""
+    """A UserError, or an OS error on a path the user chose, is one line and exit code 2; Ctrl-C
+    says how to resume."""
     try:
         yield
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
+    except OSError as e:
+        if e.errno not in PATH_ERRNOS:
+            raise
+        typer.echo(f"error: {_os_error_text(e)} (check output_dir and the paths in the config)", err=True)
+        raise typer.Exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted: rerun the same command to resume", err=True)
         raise typer.Exit(130)
+
+
+def _os_error_text(e: OSError) -> str:
+    """'<path>: <reason>'; for a file where a folder is needed, the file that is in the way."""
+    where = " -> ".join(str(p) for p in (e.filename, e.filename2) if p)
+    if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename:
+        blocking = next((p for p in [Path(e.filename), *Path(e.filename).parents] if p.is_file()), None)
+        if blocking is not None:
+            return f"{blocking}: is a file, where a folder is needed"
+    return f"{where}: {e.strerror}"
 
 
 def _stage(stage: str, config: Path, overrides: list[str] | None, overwrite: bool) -> None:

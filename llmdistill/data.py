@@ -1,7 +1,14 @@
-"""Load problems from local JSON/JSONL/CSV/Parquet files or an HF ``datasets`` id.
+"""Load problems from local JSON/JSONL/CSV/Parquet files, HF ``save_to_disk`` folders, or an HF id.
 
-A local ``data.path`` is a folder holding ``<split>.jsonl`` (or .json/.csv/.parquet) or a single
-file; anything else is taken as a dataset id for ``datasets.load_dataset`` (which needs the hub).
+A local ``data.path`` is a folder holding ``<split>.jsonl`` (or .json/.csv/.parquet), a folder
+written by ``Dataset.save_to_disk``/``DatasetDict.save_to_disk``, or a single file; anything else
+is taken as a dataset id for ``datasets.load_dataset`` (which needs the hub).
+
+Real data has warts. A malformed row (a missing field, choices that are not a list, a label
+index outside ``data.labels``) is a one-line error naming the file and row; an empty split is an
+error (nothing to do is a mistake in the config). A row whose gold answer cannot be read, or that
+lists one choice text twice, does not stop a run of thousands: it is counted in the split's
+``notes`` (which stages put in their ``stats.json``) and logged once.
 """
 
 from __future__ import annotations
@@ -9,12 +16,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmdistill.config import DataConfig
-from llmdistill.errors import UserError
+from llmdistill.answers import to_number
+from llmdistill.errors import UnreadableGold, UserError
 from llmdistill.records import Problem
-from llmdistill.tasks import make_problem, question_text
+from llmdistill.tasks import duplicate_choices, make_problem, question_text
 
 log = logging.getLogger(__name__)
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -52,10 +61,26 @@ def _split_file(folder: Path, split: str) -> Path:
     raise UserError(f"{folder}: no file for split '{split}' (looked for {split}.jsonl/.json/.csv/.parquet)")
 
 
+def _saved_to_disk(folder: Path, split: str) -> list[dict] | None:
+    """Rows of a folder written by ``save_to_disk``: a DatasetDict's split, or a single Dataset
+    (used for every split, like a single file); None for any other folder."""
+    if not ((folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()):
+        return None
+    import datasets
+
+    saved = datasets.load_from_disk(str(folder))
+    if isinstance(saved, datasets.DatasetDict):
+        if split not in saved:
+            raise UserError(f"{folder}: the saved DatasetDict has no split {split!r} (splits: {', '.join(saved)})")
+        saved = saved[split]
+    return list(saved)
+
+
 def _raw_rows(cfg: DataConfig, split: str) -> list[dict]:
     path = Path(cfg.path)
     if path.is_dir():
-        return _read_local(_split_file(path, split))
+        rows = _saved_to_disk(path, split)
+        return rows if rows is not None else _read_local(_split_file(path, split))
     if path.is_file():
         return _read_local(path)
     if path.suffix in SUFFIXES or cfg.path.startswith((".", "/")):
@@ -68,27 +93,70 @@ def _raw_rows(cfg: DataConfig, split: str) -> list[dict]:
         raise UserError(f"could not load dataset {cfg.path!r} split {split!r}: {type(e).__name__}: {e}") from None
 
 
-def load_problems(cfg: DataConfig, split: str) -> list[Problem]:
+@dataclass
+class Split:
+    """A split's problems, and what loading them found: rows read, gold answers that could not be
+    read (left out), rows listing one choice text twice (kept: either letter is right)."""
+
+    problems: list[Problem]
+    notes: dict = field(default_factory=dict)
+
+
+_WARNED: set[tuple] = set()  # (path, split, kind): each data wart is logged once per process
+
+
+def load_split(cfg: DataConfig, split: str) -> Split:
     """Problems of one split with stable ids; ``max_train``/``max_test`` keep the first rows."""
     rows = _raw_rows(cfg, split)
+    where = f"{cfg.path} ({split})"
+    if not rows:
+        raise UserError(f"{where}: no rows: an empty split leaves nothing to do (check data.path and the split names)")
     limit = cfg.max_train if split == cfg.train_split else cfg.max_test if split == cfg.test_split else None
     rows = rows[:limit] if limit else rows
-    problems, seen = [], set()
+    problems, seen, unreadable, duplicated = [], set(), [], 0
     needed = [f for f in (None if cfg.question_format else cfg.question_field, cfg.answer_field, cfg.choices_field) if f]
     for i, row in enumerate(rows):
-        for field in needed:
-            if field not in row:
-                raise UserError(f"{cfg.path} ({split}) row {i}: no field '{field}' (fields: {', '.join(row)})")
+        for name in needed:
+            if name not in row:
+                raise UserError(f"{where} row {i}: no field '{name}' (fields: {', '.join(row)})")
         pid = str(row[cfg.id_field]) if cfg.id_field and cfg.id_field in row else f"{split}-{i}"
         if pid in seen:
-            raise UserError(f"{cfg.path} ({split}): duplicate id {pid!r}")
+            raise UserError(f"{where}: duplicate id {pid!r}")
         seen.add(pid)
         try:
-            problems.append(make_problem(row, cfg, pid, split))
+            problem = make_problem(row, cfg, pid, split)
+        except UnreadableGold as e:
+            unreadable.append(f"row {i} ({pid}): {e}")
+            continue
         except UserError as e:
-            raise UserError(f"{cfg.path} ({split}) row {i}: {e}") from None
+            raise UserError(f"{where} row {i}: {e}") from None
+        if problem.answer is not None and cfg.answer_type == "numeric" and to_number(problem.answer) is None:
+            unreadable.append(f"row {i} ({pid}): gold answer {problem.answer[:60]!r} is not a number or arithmetic expression")
+            continue
+        duplicated += bool(problem.choices) and duplicate_choices(problem.choices)
+        problems.append(problem)
+    notes = {"rows": len(rows), "problems": len(problems), "unreadable_gold": len(unreadable), "duplicate_choices": duplicated}
+    _warn_once(cfg, split, unreadable, duplicated)
+    if not problems:
+        raise UserError(f"{where}: none of its {len(rows)} rows has a readable gold answer (e.g. {unreadable[0]})")
     log.info("loaded %d %s problems from %s", len(problems), split, cfg.path)
-    return problems
+    return Split(problems, notes)
+
+
+def _warn_once(cfg: DataConfig, split: str, unreadable: list[str], duplicated: int) -> None:
+    if unreadable and (cfg.path, split, "gold") not in _WARNED:
+        _WARNED.add((cfg.path, split, "gold"))
+        log.warning("%s (%s): %d rows have a gold answer that cannot be read and are left out (counted in stats.json as "
+                    "unreadable_gold), e.g. %s", cfg.path, split, len(unreadable), "; ".join(unreadable[:3]))
+    if duplicated and (cfg.path, split, "choices") not in _WARNED:
+        _WARNED.add((cfg.path, split, "choices"))
+        log.warning("%s (%s): %d rows list the same choice text twice; an answer naming that text, or any of its letters, "
+                    "counts as that choice (stats.json: duplicate_choices)", cfg.path, split, duplicated)
+
+
+def load_problems(cfg: DataConfig, split: str) -> list[Problem]:
+    """The problems of one split (``load_split`` without its notes)."""
+    return load_split(cfg, split).problems
 
 
 def load_question_texts(path: str, cfg: DataConfig) -> list[str]:

@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 from llmdistill.answers import parse_completion
 from llmdistill.backends import Backend, Request, SamplingParams, get_backend, request_seed, teacher_backend
 from llmdistill.config import Config
-from llmdistill.data import load_problems
+from llmdistill.data import load_split
 from llmdistill.eval_report import add_to_model_card, compare, write_report
 from llmdistill.jsonl import write_rows
-from llmdistill.prompts import build_prompt, load_prompt, wants_chat
+from llmdistill.prompts import answer_stops, build_prompt, load_prompt, wants_chat
 from llmdistill.records import EvalResult, Problem
 from llmdistill.stage import StageRun, require_complete, upstream
 from llmdistill.student import materialize_student
@@ -53,6 +53,7 @@ def answer_all(cfg: Config, name: str, backend: Backend, problems: list[Problem]
                params: SamplingParams, first_sample: int = 0) -> list[EvalResult]:
     """``params.n`` answers per problem, each parsed and checked; numbered from ``first_sample``."""
     template = load_prompt(cfg.data.prompt)
+    stops = answer_stops(template, cfg.data)
     chat = wants_chat(cfg.data.prompt_format, backend.supports_chat)
     results, bs = [], cfg.evaluate.batch_size
     desc = f"evaluate {name}" + (f" ({params.n} samples)" if first_sample else "")
@@ -63,11 +64,11 @@ def answer_all(cfg: Config, name: str, backend: Backend, problems: list[Problem]
         outs = backend.generate(requests, params)
         for p, completions in zip(chunk, outs):
             for s, c in enumerate(completions):
-                parsed = parse_completion(c.text, template.stop, cfg.data.answer_regex)
+                parsed = parse_completion(c.text, stops, cfg.data.answer_regex)
                 verdict, _, key = check_answer(parsed.answer, p, cfg.data)
                 results.append(EvalResult(
                     id=p.id, model=name, sample=first_sample + s, question=p.question, gold=p.answer, output=c.text, pred=parsed.answer,
-                    verdict=verdict, answer_key=key, finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens,
+                    verdict=verdict, answer_key=key, finish_reason=c.finish_reason, cut=parsed.cut, prompt_tokens=c.prompt_tokens,
                     completion_tokens=c.completion_tokens, latency_s=c.latency_s,
                 ))
     return results
@@ -137,7 +138,8 @@ def evaluate(cfg: Config, backends: dict[str, Backend] | None = None, overwrite:
     if upstream(cfg, "evaluate"):
         require_complete(cfg, "train")
     with StageRun(cfg, "evaluate", overwrite) as run:
-        problems = load_problems(cfg.data, cfg.data.test_split)
+        loaded = load_split(cfg.data, cfg.data.test_split)
+        problems = loaded.problems
         greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=e.max_new_tokens, stop=load_prompt(cfg.data.prompt).stop, seed=e.seed)
         sampled = SamplingParams(n=e.samples, temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens, stop=greedy.stop, seed=e.seed)
         all_results, rationales, models = [], [], {}
@@ -166,5 +168,5 @@ def evaluate(cfg: Config, backends: dict[str, Backend] | None = None, overwrite:
         write_report(run.dir, report, plot=e.plot)
         if "student" in models:
             add_to_model_card(Path(models["student"]["path"]), report, (run.dir / "report.md").read_text())
-        return run.finish({"problems": len(problems), "accuracy": {k: m["accuracy"] for k, m in models.items()},
+        return run.finish({"problems": len(problems), "data": loaded.notes, "accuracy": {k: m["accuracy"] for k, m in models.items()},
                            "ci": {k: m.get("ci") for k, m in models.items()}, "gap_closed": report.get("gap_closed")})

@@ -17,7 +17,7 @@ from llmdistill.config import Config
 from llmdistill.data import load_problems
 from llmdistill.filter_rules import FILTER_FUNCTIONS, enabled
 from llmdistill.jsonl import iter_rows, write_rows
-from llmdistill.prompts import load_prompt
+from llmdistill.prompts import answer_stops, load_prompt
 from llmdistill.records import FilteredTrace, Trace
 from llmdistill.stage import StageRun, require_complete
 from llmdistill.tasks import check_trace, majority
@@ -83,7 +83,7 @@ def filter_traces(cfg: Config, overwrite: bool = False) -> dict:
     """Parse, check and clean the traces of the selected train problems; returns the stage stats."""
     require_complete(cfg, "generate")
     with StageRun(cfg, "filter", overwrite) as run, gc_paused():
-        stop = load_prompt(cfg.data.prompt).stop
+        stop = answer_stops(load_prompt(cfg.data.prompt), cfg.data)
         selected = {p.id for p in load_problems(cfg.data, cfg.data.train_split)}
         rows, outside = [], 0
         for t in iter_rows(cfg.stage_dir("generate") / "traces.jsonl", Trace):
@@ -110,6 +110,8 @@ def filter_traces(cfg: Config, overwrite: bool = False) -> dict:
             "teacher_accuracy_detail": accuracy,
             "kept_problems": len({r.id for r in kept}),
             "kept_rationalized": sum(r.rationalized for r in kept),
+            "cut_continuations": sum(r.cut is not None for r in rows),
+            "with_thinking": sum(r.thinking is not None for r in rows),
         }
         log.info("filter kept %d of %d traces (teacher accuracy %s)", len(kept), len(rows), accuracy["traces"])
         return run.finish(stats, outputs=[run.dir / "kept.jsonl", run.dir / "rejected.jsonl"])

@@ -20,7 +20,8 @@ Reasons = list["str | None"]
 
 
 def truncated(rows: list[FilteredTrace], cfg: Config) -> Reasons:
-    return ["generation hit max_new_tokens (finish_reason=length)" if r.finish_reason == "length" else None for r in rows]
+    return ["generation hit max_new_tokens (finish_reason=length)" if r.finish_reason == "length"
+            else "the thinking never closed (<think> without </think>)" if r.truncated else None for r in rows]
 
 
 def parse(rows: list[FilteredTrace], cfg: Config) -> Reasons:

@@ -18,10 +18,9 @@ from tqdm.auto import tqdm
 
 from llmdistill.backends import Backend, Request, SamplingParams, request_seed, teacher_backend
 from llmdistill.config import Config
-from llmdistill.data import load_problems
-from llmdistill.errors import UserError
+from llmdistill.data import load_split
 from llmdistill.jsonl import RowAppender, recover_rows
-from llmdistill.prompts import PromptTemplate, build_prompt, load_prompt, wants_chat
+from llmdistill.prompts import PromptTemplate, answer_stops, build_prompt, load_prompt, wants_chat
 from llmdistill.records import Problem, Trace
 from llmdistill.stage import StageRun, move_aside, refusal
 from llmdistill.tasks import check_trace
@@ -72,7 +71,7 @@ class _Writer:
                     finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
                     teacher=self.backend.model_name, backend=self.backend.name, template_hash=self.template.hash,
                     sampling=asdict(self.params), seed=r.seed, created_at=time.time(), rationalized=hint, top_logprobs=c.top_logprobs,
-                    completion_ids=c.token_ids if self.params.logprobs else None,
+                    completion_ids=c.token_ids if self.params.logprobs else None, reasoning=c.reasoning,
                 )
                 for p, r, completions in zip(chunk, requests, outs)
                 for s, c in enumerate(completions)
@@ -104,9 +103,8 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
     with StageRun(cfg, "generate", overwrite) as run:
         path = run.dir / "traces.jsonl"
         split = cfg.data.train_split
-        problems = load_problems(cfg.data, split)
-        if not problems:
-            raise UserError(f"{cfg.data.path} ({split}): no problems to generate for")
+        loaded = load_split(cfg.data, split)
+        problems = loaded.problems
         by_id = {p.id: p for p in problems}
         template = load_prompt(cfg.data.prompt)
         g = cfg.generate
@@ -141,7 +139,7 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
 
             ask(todo)
             if g.rationalize:
-                hard = _needs_hint(cfg, problems, recover_rows(path, Trace), template.stop)
+                hard = _needs_hint(cfg, problems, recover_rows(path, Trace), answer_stops(template, cfg.data))
                 hard = [p for p in hard if any((p.id, s) not in have for s in range(n, 2 * n))]
                 log.info("rationalizing %d problems with no correct sample", len(hard))
                 ask(hard, first_sample=n, hint=True, desc="rationalize")
@@ -149,7 +147,7 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
         if owned and backend is not None:
             backend.close()  # free the engine's memory before the next stage
         rows = [r for r in recover_rows(path, Trace) if r.id in by_id]
-        return run.finish(_summary(rows, problems, done, tokens_out, time.time() - t0), outputs=[path])
+        return run.finish({**_summary(rows, problems, done, tokens_out, time.time() - t0), "data": loaded.notes}, outputs=[path])
 
 
 def _summary(rows: list[Trace], problems: list[Problem], done: int, new_tokens_out: int, seconds: float) -> dict:

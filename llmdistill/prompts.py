@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -101,6 +102,19 @@ def load_prompt(path: str | Path) -> PromptTemplate:
     except ValidationError as e:
         err = e.errors()[0]
         raise UserError(f"{path}: invalid prompt file: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def answer_stops(template: PromptTemplate, data) -> list[str]:
+    """Where an invented next example starts, for reading answers: the prompt file's stop strings,
+    and the data's own question layout at the start of a line -- the labels of
+    ``data.question_format`` ("Premise:", "Hypothesis:") or the question field's name
+    ("Question:") -- which released completions in the dataset's format run on into. (An invented
+    example starts with its question; answer-side labels are left alone, since a model may write
+    "Answer:" inside its own answer.)"""
+    labels = re.findall(r"(?:^|\n)\s*([A-Za-z][\w ]{0,30}?):\s*\{", data.question_format or "")
+    fields = ([] if data.question_format else [data.question_field]) + ["question"]
+    markers = dict.fromkeys([*labels, *(f.replace("_", " ").capitalize() for f in fields)])
+    return list(dict.fromkeys([*template.stop, *(f"\n{m}:" for m in markers)]))
 
 
 def wants_chat(prompt_format: str, supports_chat: bool) -> bool:

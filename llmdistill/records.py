@@ -43,6 +43,7 @@ class Trace(Problem):
     rationalized: bool = False  # generated with the gold answer as a hint (STaR)
     top_logprobs: list | None = None  # per generated token: [[token, logprob], ...] (teacher top-k)
     completion_ids: list[int] | None = None  # the generated token ids, stored with top_logprobs
+    reasoning: str | None = None  # a reasoning model's thinking, when the server returns it apart (reasoning_content)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -60,6 +61,9 @@ class FilteredTrace(Trace):
     agreement: float | None = None
     rejected_by: str | None = None
     reason: str | None = None
+    thinking: str | None = None  # a reasoning model's thinking (<think> ... </think>, or the server's reasoning_content)
+    cut: str | None = None  # where and why a runaway continuation was cut off before reading the answer
+    truncated: bool = False  # stopped by max_new_tokens, or inside a thinking that never closed
 
 
 def extend_row(cls: type[Row], base: Row, **fields) -> Row:
@@ -105,6 +109,7 @@ class EvalResult(Row):
     verdict: Literal["correct", "wrong", "unparseable", "unlabeled"]
     answer_key: str | None = None  # the normalized answer, for majority voting
     finish_reason: Literal["stop", "length", "unknown"] = "stop"
+    cut: str | None = None  # where and why a runaway continuation was cut off before reading the answer
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0

@@ -1,9 +1,10 @@
 """Tasks by configuration: how a dataset row becomes a question, what its gold answer is, and how
-a model's answer is checked -- for numeric, multiple-choice and classification/NLI data.
+a model's answer is checked -- for numeric, multiple-choice, classification/NLI and LaTeX math data.
 
 Checkers are plain functions in a registry (``CHECKERS``); each returns one of three outcomes
 (correct, wrong, unparseable) with its reason, and ``answer_key`` gives the normalized answer
-that voting compares.
+that voting compares. Math is checked on the answer as written (``math_answers``: math-verify
+compares parsed values, which a key string cannot carry).
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from typing import Callable, Iterable
 
 from llmdistill.answers import Verdict, format_number, parse_completion, to_number
 from llmdistill.config import DataConfig
-from llmdistill.errors import UserError
+from llmdistill.errors import UnreadableGold, UserError
+from llmdistill.math_answers import check_math, gold_math, math_key
 from llmdistill.records import FilteredTrace, Problem, Trace, extend_row
 
 LETTERS = string.ascii_lowercase
+# AQuA-RAT writes each option's letter into its text: "A)21", "(B) 21.5", "C. 22", "D: 22.5".
+_OPTION_PREFIX = re.compile(r"\s*(?:\(([A-Za-z])\)|([A-Za-z])\s*[).:])\s*")
+# A boolean gold (StrategyQA's true/false) is the label of one of these names.
+_TRUTH = {"true": ("yes", "true"), "false": ("no", "false")}
 
 
 # ---- building problems from rows -------------------------------------------------------------
@@ -35,7 +41,28 @@ def _choices(row: dict, cfg: DataConfig) -> list[str] | None:
         raw = [c.strip() for c in raw.split("|")]
     if not isinstance(raw, list) or not raw or len(raw) > len(LETTERS):
         raise UserError(f"field '{cfg.choices_field}' must hold a list of 1-26 choices, got {str(raw)[:80]!r}")
-    return [str(c) for c in raw]
+    return _strip_option_letters([str(c) for c in raw])
+
+
+def _strip_option_letters(choices: list[str]) -> list[str]:
+    """'A)21', 'B)21.5', ... -> '21', '21.5', ...: only when every option carries its own letter, in order."""
+    found = [_OPTION_PREFIX.match(c) for c in choices]
+    if all(m and (m.group(1) or m.group(2)).lower() == LETTERS[i] for i, m in enumerate(found)):
+        return [c[m.end():].strip() for c, m in zip(choices, found)]
+    return choices
+
+
+def duplicate_choices(choices: list[str]) -> bool:
+    """Whether a row lists the same choice text twice (about 1% of CommonsenseQA); their letters
+    count as one answer (see ``_canonical``)."""
+    return len({_norm(c) for c in choices}) < len(choices)
+
+
+def _canonical(choices: list[str]) -> dict[str, str]:
+    """Each letter -> the first letter with the same (normalized) choice text, so that duplicate
+    choices are one answer for the gold, the model's answer and the vote."""
+    first: dict[str, str] = {}
+    return {LETTERS[i]: first.setdefault(_norm(c), LETTERS[i]) for i, c in enumerate(choices)}
 
 
 def question_text(row: dict, cfg: DataConfig, choices: list[str] | None) -> str:
@@ -57,7 +84,7 @@ def gold_answer(raw, cfg: DataConfig, choices: list[str] | None) -> str | None:
     if cfg.gold_regex:
         m = re.search(cfg.gold_regex, text, re.DOTALL)
         if not m:
-            raise UserError(f"data.gold_regex {cfg.gold_regex!r} does not match gold answer {text[:80]!r}")
+            raise UnreadableGold(f"data.gold_regex {cfg.gold_regex!r} does not match gold answer {text[:80]!r}")
         text = m.group(1).strip()
     if cfg.answer_type == "numeric" and "####" in text:  # GSM8K: worked solution, then "#### 72"
         text = text.rsplit("####", 1)[1].strip()
@@ -65,17 +92,21 @@ def gold_answer(raw, cfg: DataConfig, choices: list[str] | None) -> str | None:
         return _gold_choice(text, choices or [])
     if cfg.answer_type == "label":
         return _gold_label(text, cfg.labels or [])
+    if cfg.answer_type == "math":
+        return gold_math(text)
     return text
 
 
 def _gold_choice(text: str, choices: list[str]) -> str:
+    """The gold's letter, the first of duplicate choices (a text listed twice is one answer)."""
+    canon = _canonical(choices)
     letter = _letter(text, len(choices))
     if letter is None:
-        matches = [i for i, c in enumerate(choices) if _norm(c) == _norm(text)]
+        matches = {canon[LETTERS[i]] for i, c in enumerate(choices) if _norm(c) == _norm(text)}
         if len(matches) != 1:
-            raise UserError(f"gold answer {text!r} is neither a choice letter nor one of the choices {choices}")
-        letter = LETTERS[matches[0]]
-    return letter
+            raise UnreadableGold(f"gold answer {text[:80]!r} is neither a choice letter nor one of the choices {choices}")
+        letter = matches.pop()
+    return canon[letter]
 
 
 def _gold_label(text: str, labels: list[str]) -> str:
@@ -87,7 +118,16 @@ def _gold_label(text: str, labels: list[str]) -> str:
     for label in labels:
         if _norm(label) == _norm(text):
             return label
-    raise UserError(f"gold label {text!r} is not in data.labels {labels}")
+    label = _truth_label(text, labels)
+    if label is None:
+        raise UserError(f"gold label {text!r} is not in data.labels {labels}")
+    return label
+
+
+def _truth_label(text: str, labels: list[str]) -> str | None:
+    """true/false (a JSON boolean or its text) as the label named yes/true or no/false; None if not one."""
+    names = _TRUTH.get(_norm(text), ())
+    return next((lab for lab in labels if _norm(lab) in names), None)
 
 
 def make_problem(row: dict, cfg: DataConfig, pid: str, split: str) -> Problem:
@@ -110,25 +150,31 @@ def _letter(text: str, n: int) -> str | None:
 
 
 def choice_key(pred: str, problem: Problem) -> tuple[str | None, str]:
+    """The letter a model's answer gives or names; of duplicate choices, the first one's."""
     choices = problem.choices or []
+    canon = _canonical(choices)
     letter = _letter(pred, len(choices))
-    named = [LETTERS[i] for i, c in enumerate(choices) if re.search(rf"(?<!\w){re.escape(_norm(c))}(?!\w)", _norm(pred))]
-    exact = [LETTERS[i] for i, c in enumerate(choices) if _norm(c) == _norm(re.sub(r"\([a-z]\)", "", pred, flags=re.IGNORECASE))]
-    if letter and (named or exact) and letter not in named + exact:
+    letter = canon[letter] if letter else None
+    named = {canon[LETTERS[i]] for i, c in enumerate(choices) if re.search(rf"(?<!\w){re.escape(_norm(c))}(?!\w)", _norm(pred))}
+    exact = {canon[LETTERS[i]] for i, c in enumerate(choices) if _norm(c) == _norm(re.sub(r"\([a-z]\)", "", pred, flags=re.IGNORECASE))}
+    if letter and (named or exact) and letter not in named | exact:
         return None, f"answer {pred[:60]!r} gives letter ({letter}) but names another choice"
     if letter:
         return letter, ""
     if len(exact) == 1:
-        return exact[0], ""
+        return exact.pop(), ""
     if len(named) == 1:
-        return named[0], ""
+        return named.pop(), ""
     return None, f"answer {pred[:60]!r} names {'several' if named else 'none'} of the choices"
 
 
 def label_key(pred: str, labels: list[str]) -> tuple[str | None, str]:
+    """The label an answer names: exactly ('No.'), as its first word ('no, because ...'), as a
+    boolean ('true' -> yes) or once in a phrase ('it is a contradiction', not 'not entailment')."""
     norm = _norm(pred)
-    exact = [lab for lab in labels if _norm(lab) == norm]
-    if exact:
+    lead = re.match(r"(\w+)[,.;:!]", norm)  # "no, because ...": the answer comes first
+    exact = [lab for lab in labels if _norm(lab) in (norm, lead and lead.group(1))] or [_truth_label(norm, labels)]
+    if exact[0]:
         return exact[0], ""
     # A label counts when named, not when negated ("not entailment" names no label).
     found = [lab for lab in labels if re.search(rf"(?<!\w)(?<!\bnot )(?<!\bno ){re.escape(_norm(lab))}(?!\w)", norm)]
@@ -154,6 +200,8 @@ def answer_key(pred: str | None, problem: Problem, cfg: DataConfig) -> tuple[str
         return choice_key(pred, problem)
     if cfg.answer_type == "label":
         return label_key(pred, cfg.labels or [])
+    if cfg.answer_type == "math":
+        return math_key(pred)
     return numeric_key(pred)
 
 
@@ -192,6 +240,8 @@ def check_answer(pred: str | None, problem: Problem, cfg: DataConfig) -> tuple[V
             return "unparseable", f"answer {pred[:60]!r} is not a number", None
         key = format_number(value)
         return (*_check_numeric(key, problem, cfg), key)
+    if cfg.answer_type == "math" and pred is not None:
+        return check_math(pred, problem.answer)
     key, why = answer_key(pred, problem, cfg)
     if problem.answer is None:
         return "unlabeled", "no gold answer", key
@@ -202,7 +252,8 @@ def check_answer(pred: str | None, problem: Problem, cfg: DataConfig) -> tuple[V
 
 
 def check_trace(trace: Trace, stop: list[str], data: DataConfig) -> FilteredTrace:
-    """Parse one teacher trace into rationale and answer and check it; the verdict's reason is kept."""
+    """Parse one teacher trace into thinking, rationale and answer and check it; the verdict's
+    reason and any cut of a runaway continuation are kept. ``stop``: ``prompts.answer_stops``."""
     parsed = parse_completion(trace.completion, stop, data.answer_regex)
     if parsed.answer is None:
         verdict, reason, key = ("unlabeled" if trace.answer is None else "unparseable"), parsed.reason, None
@@ -211,7 +262,8 @@ def check_trace(trace: Trace, stop: list[str], data: DataConfig) -> FilteredTrac
     # Validated rows in, fields we computed added: no need to validate again (this runs per trace).
     return extend_row(
         FilteredTrace, trace, rationale=parsed.rationale, pred=parsed.answer, answer_key=key, verdict=verdict,
-        majority=None, agreement=None, rejected_by=None, reason=reason,
+        majority=None, agreement=None, rejected_by=None, reason=reason, thinking=trace.reasoning or parsed.thinking,
+        cut=parsed.cut, truncated=parsed.truncated or trace.finish_reason == "length",
     )
 
 

@@ -1,7 +1,7 @@
 """Benchmark student training: the step-by-step and CoT objectives against plain TRL ``SFTTrainer``
 on the same examples and model, and packing against padding.
 
-Data: SVAMP with the PaLM-540B completions (``../shared/data/svamp``) replayed through generate
+Data: SVAMP with the PaLM-540B completions (``data/svamp``) replayed through generate
 and filter, so the rationales are real teacher text. Each arm runs in its own process (peak RSS
 or CUDA memory per arm) for ``--steps`` steps after ``--warmup`` untimed steps:
 
@@ -32,7 +32,7 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SVAMP = ROOT.parent / "shared" / "data" / "svamp"
+SVAMP = ROOT / "data" / "svamp"
 ARMS = ["sft-cot", "cot", "sft-sbs", "step_by_step", "cot-packed"]
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 

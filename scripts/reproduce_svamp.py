@@ -1,7 +1,7 @@
 """Reproduce the central comparison of *Distilling Step-by-Step* on SVAMP with this toolkit.
 
 Teacher: the PaLM-540B chain-of-thought completions released with the paper, replayed
-(``../shared/data/svamp``). Student: SmolLM2-135M-Instruct. Under one budget (steps, batch,
+(``data/svamp``). Student: SmolLM2-135M-Instruct. Under one budget (steps, batch,
 learning rate, seed, zero-shot student prompts) it trains and evaluates, on the 200 test
 problems with the toolkit's evaluate stage:
 

@@ -67,7 +67,7 @@ def test_fast_answer_reading_agrees_with_the_regex():
     import json
     from pathlib import Path
 
-    from llmdistill.answers import parse_completion
+    from llmdistill.answers import parse_completion, read_answer
 
     leads = ["", "so ", "So, ", "Thus ", "therefore,\n ", "hence  ", "also ", "Hence,"]
     phrases = ["the answer is", "The final answer is", "THE ANSWER IS:", "the answer is:  "]
@@ -76,11 +76,11 @@ def test_fast_answer_reading_agrees_with_the_regex():
     texts += ["The answer is 5.\nThe answer is 6.", "my answer is 5.", "answer is 5"]
     # One line saying it twice: the last phrase wins (the single regex would read '3 so the answer is 4').
     assert parse_completion("So the answer is 3 so the answer is 4.", []).answer == "4"
-    palm = Path(__file__).resolve().parents[2] / "shared" / "data" / "svamp" / "palm" / "train_CoT_0.json"
+    palm = Path(__file__).resolve().parents[1] / "data" / "svamp" / "palm" / "train_CoT_0.json"
     if palm.is_file():
         texts += [t if isinstance(t, str) else json.dumps(t) for t in json.loads(palm.read_text())][:500]
     for t in texts:
-        p = parse_completion(t, [])
+        p = read_answer(t.strip())
         ref = _reference(t.strip())
         got = None if p.answer is None or ref is None and p.answer is not None and "boxed" in t else (p.rationale, p.answer)
         if ref is None:

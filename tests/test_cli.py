@@ -115,3 +115,17 @@ def test_operational_changes_keep_every_stage_complete(make_config, scripted):
     assert invoke("run", cfg).exit_code == 0
     result = invoke("run", cfg, "--set", "train.logging_steps=3", "--set", "teacher.batch_size=1", "--set", "evaluate.batch_size=2")
     assert result.exit_code == 0 and result.output.count(": skipped") == 4, result.output
+
+
+def test_an_output_dir_that_is_a_file_is_one_line(make_config, scripted, tmp_path):
+    scripted.SCRIPT = correct_script()
+    (tmp_path / "afile").write_text("not a folder")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        one_line_error(invoke("generate", make_config(output_dir=str(out))), f"{tmp_path / 'afile'}: is a file, where a folder is needed")
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def test_an_empty_data_file_is_refused(make_config, scripted, tmp_path):
+    cfg = make_config()
+    (tmp_path / "data" / "train.jsonl").write_text("")
+    one_line_error(invoke("generate", cfg), "(train)", "no rows")

@@ -49,7 +49,8 @@ def test_extend_row_builds_the_same_row_as_validation():
     from llmdistill.records import FilteredTrace, extend_row
 
     t = Trace(id="1", question="q", answer="2", prompt="p", completion="c", sample=3)
-    extra = dict(rationale="r", pred="2", answer_key="2", verdict="correct", majority=None, agreement=None, rejected_by=None, reason="ok")
+    extra = dict(rationale="r", pred="2", answer_key="2", verdict="correct", majority=None, agreement=None, rejected_by=None, reason="ok",
+                 thinking=None, cut=None, truncated=False)
     fast = extend_row(FilteredTrace, t, **extra)
     slow = FilteredTrace.model_validate({**t.model_dump(), **extra})
     assert fast == slow and fast.model_dump() == slow.model_dump() and fast.model_dump_json() == slow.model_dump_json()

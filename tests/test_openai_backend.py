@@ -66,7 +66,8 @@ class FakeServer:
                 n = body.get("n", 1) + {"fewchoices": -1, "manychoices": 1}.get(fault, 0)
                 choices = [
                     {"index": i, "finish_reason": "length" if i else "stop",
-                     "message": {"role": "assistant", "content": None if fault == "nullcontent" else f"sample {i} for {body['messages'][-1]['content']}"},
+                     "message": {"role": "assistant", "content": None if fault == "nullcontent" else f"sample {i} for {body['messages'][-1]['content']}",
+                                 **({"reasoning_content": f"thinking {i}"} if fault == "reasoning" else {})},
                      "logprobs": {"content": [{"token": "a", "logprob": -0.1, "top_logprobs": [{"token": "a", "logprob": -0.1}, {"token": "b", "logprob": -2.5}]}]}}
                     for i in range(n)
                 ]
@@ -194,3 +195,12 @@ def test_check_reply_names_what_is_wrong_with_a_completions_reply():
     assert check_reply(chat_shaped, 1, "completions").startswith("HTTP 200 with a choice that has no 'text': '{")
     assert check_reply(httpx.Response(200, content=b"[1, 2]"), 1, "chat") == "HTTP 200 with JSON that has no 'choices' list: '[1, 2]'"
     assert check_reply(httpx.Response(200, content=b""), 1, "chat") == "HTTP 200 with a body that is not JSON: ''"
+
+
+def test_a_reasoning_models_thinking_is_kept_apart(server):
+    """vLLM's reasoning parsers return the thinking as message.reasoning_content, apart from the answer."""
+    server.faults = ["reasoning"]
+    [[a, b]] = backend(server).generate(REQ, SamplingParams(n=2, temperature=0.7))
+    assert (a.reasoning, b.reasoning) == ("thinking 0", "thinking 1") and a.text == "sample 0 for Q: one?"
+    [[plain]] = backend(server).generate(REQ, SamplingParams())
+    assert plain.reasoning is None

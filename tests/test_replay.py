@@ -13,9 +13,8 @@ from llmdistill.errors import UserError
 from llmdistill.jsonl import read_rows
 from llmdistill.records import FilteredTrace, Trace
 
-from tests.conftest import ROOT, SHARED
+from tests.conftest import ROOT, SVAMP
 
-SVAMP = SHARED / "data" / "svamp"
 
 
 def test_positional_lists_concatenate_and_align_by_index(tmp_path):
@@ -51,7 +50,6 @@ def test_bad_replay_files(tmp_path):
         ReplayBackend("T", replay={"train": [str(tmp_path / "bad.jsonl")]}, split="train")
 
 
-@pytest.mark.skipif(not SVAMP.is_dir(), reason="../shared/data/svamp not present")
 def test_svamp_palm_replay_writes_800_traces_with_provenance(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(app, ["generate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path}"])
@@ -71,13 +69,12 @@ def test_svamp_palm_replay_writes_800_traces_with_provenance(tmp_path, monkeypat
     assert all(r.rejected_by and r.reason for r in rejected)
     assert sum(f["in"] - f["out"] for f in stats["funnel"].values()) == len(rejected)
     result = CliRunner().invoke(app, ["generate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path / 'short'}", "--set",
-                                      "teacher.replay.train=[../shared/data/svamp/palm/train_CoT_0.json]"])
+                                      "teacher.replay.train=[data/svamp/palm/train_CoT_0.json]"])
     assert result.exit_code == 2 and "hold 500 completions for 800 problems" in result.output
     cfg = load_config(ROOT / "configs" / "svamp_palm.yaml")
     assert cfg.teacher.backend == "replay"
 
 
-@pytest.mark.skipif(not SVAMP.is_dir(), reason="../shared/data/svamp not present")
 def test_svamp_palm_teacher_evaluates_from_replay(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(app, ["evaluate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path}"])
@@ -88,7 +85,6 @@ def test_svamp_palm_teacher_evaluates_from_replay(tmp_path, monkeypatch):
     assert lo < teacher["accuracy"] < hi and 0.05 < hi - lo < 0.15  # about +-6 points on 200 problems
 
 
-@pytest.mark.skipif(not SVAMP.is_dir(), reason="../shared/data/svamp not present")
 def test_replay_of_the_first_rows_when_the_split_is_limited(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(app, ["evaluate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path}", "--set", "data.max_test=10"])

@@ -1,18 +1,13 @@
-"""The shared SVAMP data (gold equations + PaLM-540B completions) loads and checks by configuration."""
+"""The SVAMP data (gold equations + PaLM-540B completions) loads and checks by configuration."""
 
 import json
 
-import pytest
-
 from llmdistill.answers import parse_completion
-from llmdistill.tasks import check_answer
 from llmdistill.config import DataConfig
 from llmdistill.data import load_problems
+from llmdistill.tasks import check_answer
 
-from tests.conftest import SHARED
-
-SVAMP = SHARED / "data" / "svamp"
-pytestmark = pytest.mark.skipif(not SVAMP.is_dir(), reason="../shared/data/svamp not present")
+from tests.conftest import SVAMP
 
 
 def test_palm_test_completions_score_about_77_percent():

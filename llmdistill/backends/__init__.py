@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
@@ -44,18 +45,19 @@ class Completion:
     # id for local engines and a string (or "token_id:N") for OpenAI-compatible servers.
     top_logprobs: list[list[list]] | None = None
     token_ids: list[int] | None = None  # the generated token ids (local engines), for offline logit distillation
+    reasoning: str | None = None  # a reasoning model's thinking, when the server returns it apart from the text
 
 
-class Backend:
+class Backend(ABC):
     """The interface every engine implements; the defaults suit engines without the optional parts."""
 
     name: str = ""
     model_name: str = ""
     supports_chat: bool = False  # takes chat messages (else only plain prompts)
 
+    @abstractmethod
     def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
         """One list of ``params.n`` completions per request, in request order."""
-        raise NotImplementedError
 
     def prompt_text(self, prompt: Prompt) -> str:
         """The prompt as the model sees it, for the trace's provenance."""

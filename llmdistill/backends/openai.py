@@ -110,11 +110,13 @@ class OpenAIBackend(Backend):
         out = []
         for c in choices:
             text = c["message"]["content"] if self.api == "chat" else c["text"]
+            # vLLM's reasoning parsers (and other servers) return a reasoning model's thinking apart from the answer
+            reasoning = (c["message"].get("reasoning_content") or c["message"].get("reasoning")) if self.api == "chat" else None
             top, n_tokens = _logprobs(c.get("logprobs"), self.api)
             out.append(Completion(
                 text=text or "", finish_reason="length" if c.get("finish_reason") == "length" else "stop",
                 prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=n_tokens or round(per_choice), latency_s=latency,
-                top_logprobs=top if params.logprobs else None,
+                top_logprobs=top if params.logprobs else None, reasoning=reasoning if isinstance(reasoning, str) else None,
             ))
         return out
 

@@ -23,8 +23,10 @@ class DataConfig(Section):
     question_format: str | None = content(None)
     answer_field: str = content("answer")
     # numeric: a number or equation (GSM8K "#### 72" and SVAMP "( 10.0 * 45.0 )" included);
-    # choice: a letter or choice text, with choices_field; label: a name or index into labels.
-    answer_type: Literal["numeric", "choice", "label"] = content("numeric")
+    # choice: a letter or choice text, with choices_field; label: a name, an index into labels, or a
+    # boolean (true/false -> the label named yes/true or no/false); math: LaTeX, checked by math-verify
+    # (pip install 'llmdistill[math]'), gold the last \boxed{} of a solution or the answer as given.
+    answer_type: Literal["numeric", "choice", "label", "math"] = content("numeric")
     choices_field: str | None = content(None)  # a list of strings, or {"label": [...], "text": [...]}
     labels: list[str] | None = content(None)
     gold_regex: str | None = content(None)  # a regex whose group 1 is the gold answer inside answer_field
@@ -45,6 +47,8 @@ class DataConfig(Section):
             raise ValueError("data.answer_type 'choice' needs data.choices_field")
         if self.answer_type == "label" and not self.labels:
             raise ValueError("data.answer_type 'label' needs data.labels")
+        if self.answer_type == "math" and (self.choices_field or self.labels):
+            raise ValueError("data.answer_type 'math' reads no data.choices_field or data.labels; remove them")
         for name in ("gold_regex", "answer_regex"):
             pattern = getattr(self, name)
             if pattern is not None:

@@ -44,6 +44,9 @@ class TrainConfig(Section):
     # '( 10.0 * 45.0 )': the equation target the step-by-step paper trains on)
     gold_label: Literal["value", "as_written"] = content("value")
     alpha: float = content(0.5, ge=0, le=1)  # step_by_step: weight of the label task
+    # A reasoning teacher's thinking (<think> ... </think> or the server's reasoning_content): keep it
+    # in the student's rationale (cot: inside <think> tags), or drop it and keep what follows it.
+    thinking: Literal["keep", "drop"] = content("keep")
     # Exemplars in the student's prompt (training and its evaluation); None: data.num_shots, the
     # teacher's. Fine-tuned students usually need none, and shorter prompts train faster.
     num_shots: int | None = content(None, ge=0)

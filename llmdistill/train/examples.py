@@ -99,14 +99,27 @@ def build_examples(cfg: Config, traces: list[FilteredTrace], tokenizer, problems
         return out
     for tr in traces:
         if t.mode == "cot":
-            out.append(example(tr, tr.sample, "cot", tr.rationale or "", tr.pred or ""))
+            out.append(example(tr, tr.sample, "cot", rationale_of(tr, t.thinking, tags=True), tr.pred or ""))
             continue
         label = label_of(tr)
         if label is not None:
             out.append(example(tr, tr.sample, "label", "", label))
-        if (tr.rationale or "").strip():
-            out.append(example(tr, tr.sample, "rationale", tr.rationale, ""))
+        rationale = rationale_of(tr, t.thinking, tags=False)
+        if rationale:
+            out.append(example(tr, tr.sample, "rationale", rationale, ""))
     return out
+
+
+def rationale_of(trace: FilteredTrace, thinking: str, tags: bool) -> str:
+    """The rationale the student learns. A reasoning teacher's thinking is kept (``train.thinking:
+    keep``; inside ``<think>`` tags for a CoT student, which then thinks before it answers) or
+    dropped, leaving what the teacher wrote after it."""
+    after = (trace.rationale or "").strip()
+    if not trace.thinking or thinking == "drop":
+        return after
+    if tags:
+        return f"<think>\n{trace.thinking.strip()}\n</think>\n\n{after}".strip()
+    return f"{trace.thinking.strip()}\n\n{after}".strip()
 
 
 def _dist(values: list[int]) -> dict:

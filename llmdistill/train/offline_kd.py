@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from llmdistill.answers import cut_at_stop
+from llmdistill.answers import cut_runaway
 from llmdistill.config import Config
 from llmdistill.errors import UserError
-from llmdistill.prompts import load_prompt
+from llmdistill.prompts import answer_stops, load_prompt
 from llmdistill.records import FilteredTrace, TrainExample
 from llmdistill.train.examples import preflight
 from llmdistill.train.vocab import check_same_vocab
@@ -36,7 +36,7 @@ def tokenize_with_teacher(cfg: Config, traces: list[FilteredTrace], examples: li
     check_same_vocab(student_path, cfg.teacher.model_name_or_path)  # the model whose logprobs were stored
     examples, report = preflight(cfg, examples, tokenizer)
     by_key = {(t.id, t.sample): t for t in traces}
-    stop = load_prompt(cfg.data.prompt).stop
+    stop = answer_stops(load_prompt(cfg.data.prompt), cfg.data)
     eos = tokenizer.eos_token_id
     rows, kept = [], []
     skipped = 0
@@ -47,7 +47,7 @@ def tokenize_with_teacher(cfg: Config, traces: list[FilteredTrace], examples: li
             continue
         if any(not isinstance(c[0], int) for step in tr.top_logprobs for c in step):
             raise UserError("kd.method 'offline_topk' needs token ids in top_logprobs: generate with the vllm or transformers backend")
-        n = tokens_to_keep(tr.completion_ids, cut_at_stop(tr.completion, stop), tokenizer)
+        n = tokens_to_keep(tr.completion_ids, cut_runaway(tr.completion, stop)[0], tokenizer)
         completion = [i for i in tr.completion_ids[:n] if i != eos]
         prompt = tokenizer(e.prompt, add_special_tokens=False)["input_ids"]
         k = max(len(step) for step in tr.top_logprobs[:n]) if n else 1
