@@ -42,6 +42,9 @@ ARMS = {
     "step_by_step": {"train.mode": "step_by_step", "train.label_source": "teacher", "train.alpha": 0.5},
     "cot": {"train.mode": "cot"},
 }
+# Issue 13's levers, as flags: --batch-unit problems (the paper's batching: each step's B problems
+# give a label and a rationale example each), --validation-fraction/--eval-steps/--select-on accuracy
+# (the best checkpoint on held-out train problems, and accuracy-vs-steps curves), --group-by-length.
 SWEEP_ARMS = ("label_gold", "step_by_step")
 # Hsieh et al. (2023), SVAMP, 220M T5 student (Table/Figure values quoted in the issue).
 PAPER = {"teacher": 77.0, "label_gold": 62.6, "step_by_step": 65.5}
@@ -57,7 +60,11 @@ def config(args, name: str, settings: dict, fraction: float = 1.0, models: str =
         "student.init": "pretrained", "student.model_name_or_path": args.model,
         "train.num_shots": 0, "train.max_steps": args.steps, "train.per_device_train_batch_size": args.batch_size,
         "train.learning_rate": args.lr, "train.seed": args.seed, "train.max_length": 512, "train.logging_steps": 10,
-        "train.warmup_steps": 0.05, "train.data_fraction": fraction,
+        "train.warmup_steps": 0.05, "train.data_fraction": fraction, "train.group_by_length": args.group_by_length,
+        **({"train.batch_unit": args.batch_unit} if settings.get("train.mode") == "step_by_step" else {}),
+        **({"train.validation_fraction": args.validation_fraction, "train.eval_steps": args.eval_steps, "train.select_on": args.select_on,
+            "train.save_steps": args.eval_steps} if args.validation_fraction else {}),
+        **({"train.eval_max_new_tokens": 24 if label_prompt else args.cot_tokens} if args.select_on == "accuracy" else {}),
         "evaluate.models": models, "evaluate.max_new_tokens": 24 if label_prompt else args.cot_tokens,
         "evaluate.batch_size": 20, "evaluate.plot": False,
         **settings,
@@ -78,7 +85,11 @@ def run_arm(cfg, train: bool = True) -> dict:
         evaluate(cfg)
     report = json.loads((cfg.stage_dir("evaluate") / "report.json").read_text())
     train = read_stats(cfg, "train") or {}
-    return {"report": report, "train": {k: train.get(k) for k in ("steps", "examples", "train_loss", "train_seconds", "tokens_seen")},
+    history = (train.get("sft") or {}).get("log_history") or []
+    curve = [(h["step"], h["eval_accuracy"]) for h in history if "eval_accuracy" in h]
+    return {"report": report, "curve": curve, "seen": train.get("seen"), "best_eval_accuracy": train.get("best_eval_accuracy"),
+            "best_checkpoint": (train.get("sft") or {}).get("best_checkpoint"),
+            "train": {k: (train.get("sft") or {}).get(k, train.get(k)) for k in ("steps", "examples", "train_loss", "train_seconds", "tokens_seen")},
             "seconds": round(time.time() - t0, 1), "output_dir": cfg.output_dir}
 
 
@@ -97,16 +108,18 @@ def main(args) -> None:
     runs: dict[str, dict] = {}
     # Reference models: the replayed teacher and the untrained student on each prompt.
     runs["teacher+untrained(label)"] = run_arm(config(args, "untrained_label", ARMS["label_gold_value"], models="[teacher, student_init]"), train=False)
-    runs["untrained(cot)"] = run_arm(config(args, "untrained_cot", ARMS["cot"], models="[student_init]"), train=False)
-    for name, settings in ARMS.items():
+    if "cot" in args.arms:
+        runs["untrained(cot)"] = run_arm(config(args, "untrained_cot", ARMS["cot"], models="[student_init]"), train=False)
+    for name, settings in {k: ARMS[k] for k in args.arms}.items():
         for fraction in sorted(set(args.fractions) if name in SWEEP_ARMS else {1.0}, reverse=True):
             key = name if fraction == 1 else f"{name}@{fraction:g}"
             runs[key] = run_arm(config(args, name, settings, fraction))
             print(f"{key}: {runs[key]['report']['models']['student']['accuracy']}", file=sys.stderr, flush=True)
 
     correct = {"teacher": greedy_correct(runs["teacher+untrained(label)"]["output_dir"], "teacher"),
-               "untrained (label prompt)": greedy_correct(runs["teacher+untrained(label)"]["output_dir"], "student_init"),
-               "untrained (cot prompt)": greedy_correct(runs["untrained(cot)"]["output_dir"], "student_init")}
+               "untrained (label prompt)": greedy_correct(runs["teacher+untrained(label)"]["output_dir"], "student_init")}
+    if "untrained(cot)" in runs:
+        correct["untrained (cot prompt)"] = greedy_correct(runs["untrained(cot)"]["output_dir"], "student_init")
     for key, r in runs.items():
         if "untrained" not in key:
             correct[key] = greedy_correct(r["output_dir"], "student")
@@ -124,23 +137,56 @@ def main(args) -> None:
         pairs.append({"a": a, "b": b, **t, "mcnemar_p": mcnemar_exact(t["only_a"], t["only_b"])})
 
     lines = [f"SVAMP test ({len(ids)} problems), student {Path(args.model).name}, {date.today()}; budget per arm: {args.steps} steps x batch "
-             f"{args.batch_size}, lr {args.lr}, seed {args.seed}, zero-shot student prompts; total {(time.time() - t_start) / 60:.0f} min", "",
-             "| model | training examples | train loss | accuracy [95% CI] | gap closed | paper (220M T5) |", "|---|---|---|---|---|---|"]
+             f"{args.batch_size} ({args.batch_unit} for step_by_step), lr {args.lr}, seed {args.seed}, zero-shot student prompts"
+             + (f", best checkpoint by validation {args.select_on} ({args.validation_fraction:g} of train problems, every {args.eval_steps} steps)"
+                if args.validation_fraction else "") + f"; total {(time.time() - t_start) / 60:.0f} min", "",
+             "| model | training examples | label examples seen | label / rationale tokens seen | train s | best val acc (step) | accuracy [95% CI] | gap closed | paper (220M T5) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for k in correct:
-        run = next((r for key, r in runs.items() if key == k), None)
+        run = runs.get(k)
+        seen = (run or {}).get("seen") or {}
         ex = run["train"]["examples"] if run else "-"
-        loss = run["train"]["train_loss"] if run else "-"
+        label_seen = seen.get("label_examples", "-")
+        tokens = f"{seen.get('label_tokens', 0)} / {seen.get('rationale_tokens', 0)}" if seen else "-"
+        secs = run["train"].get("train_seconds") if run else "-"
+        best = (run or {}).get("best_eval_accuracy")
+        best_step = (run or {}).get("best_checkpoint") or ""
+        best_txt = f"{100 * best:.1f}% ({best_step.rsplit('-', 1)[-1]})" if best is not None else "-"
         g = f"{100 * gap[k]:.1f}%" if gap.get(k) is not None else "-"
         paper = PAPER.get(k)
-        lines.append(f"| {k} | {ex} | {loss} | {100 * acc[k]:.1f}% [{100 * ci[k][0]:.1f}, {100 * ci[k][1]:.1f}] | {g} | {'-' if paper is None else f'{paper}%'} |")
+        lines.append(f"| {k} | {ex} | {label_seen} | {tokens} | {secs} | {best_txt} | {100 * acc[k]:.1f}% [{100 * ci[k][0]:.1f}, {100 * ci[k][1]:.1f}] "
+                     f"| {g} | {'-' if paper is None else f'{paper}%'} |")
     lines += ["", "| A | B | both right | only A | only B | neither | McNemar exact p |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {p['a']} | {p['b']} | {p['both']} | {p['only_a']} | {p['only_b']} | {p['neither']} | {p['mcnemar_p']:.3g} |" for p in pairs]
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)
+    plot_curves({k: r["curve"] for k, r in runs.items() if r.get("curve")}, out / "curves.png", args)
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "accuracy": acc, "ci": ci, "gap_closed": gap, "pairs": pairs,
                                                   "runs": {k: {**r, "report": r["report"]["models"]} for k, r in runs.items()}}, indent=2))
+
+
+def plot_curves(curves: dict[str, list], path: Path, args) -> None:
+    """Validation accuracy against training steps, one line per arm, in one PNG."""
+    if not curves:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for (name, points), marker in zip(curves.items(), "osD^v<>"):
+        ax.plot([s for s, _ in points], [100 * a for _, a in points], marker=marker, label=name)
+    ax.set_xlabel(f"training step (batch {args.batch_size} problems)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(f"SVAMP, SmolLM2-135M: accuracy on {args.validation_fraction:g} of the train problems, held out")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
@@ -154,4 +200,10 @@ if __name__ == "__main__":
     p.add_argument("--max-test", type=int, default=200)
     p.add_argument("--cot-tokens", type=int, default=160, help="max_new_tokens for CoT answers")
     p.add_argument("--fractions", type=float, nargs="+", default=[1.0], help="data-efficiency sweep for label_gold and step_by_step")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--batch-unit", choices=["examples", "problems"], default="examples", help="step_by_step batching (problems: the paper's)")
+    p.add_argument("--validation-fraction", type=float, default=0.0, help="train problems held out for checkpoint selection and curves")
+    p.add_argument("--eval-steps", type=int, default=50)
+    p.add_argument("--select-on", choices=["loss", "accuracy"], default="loss")
+    p.add_argument("--group-by-length", action="store_true")
     main(p.parse_args())

@@ -13,7 +13,8 @@ from tests.conftest import ROOT
 
 PACKAGE = ROOT / "llmdistill"
 # Modules whose job is the heavy engine (torch, TRL, vLLM): everything else must import without it.
-HEAVY = {"llmdistill.backends.hf", "llmdistill.backends.vllm", "llmdistill.train.trainers", "llmdistill.train.sft", "llmdistill.train.losses"}
+HEAVY = {"llmdistill.backends.hf", "llmdistill.backends.vllm", "llmdistill.train.trainers", "llmdistill.train.sft", "llmdistill.train.losses",
+         "llmdistill.train.monitor"}
 
 
 def _modules() -> list[str]:

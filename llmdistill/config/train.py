@@ -44,6 +44,11 @@ class TrainConfig(Section):
     # '( 10.0 * 45.0 )': the equation target the step-by-step paper trains on)
     gold_label: Literal["value", "as_written"] = content("value")
     alpha: float = content(0.5, ge=0, le=1)  # step_by_step: weight of the label task
+    # step_by_step batching. 'problems' (the paper's): per_device_train_batch_size counts problems, each
+    # giving its label and its rationale example, so the label task sees as many labels a step as label
+    # training does and the rationale task comes on top. 'examples': the batch counts examples (half labels).
+    batch_unit: Literal["examples", "problems"] = content("examples")
+    group_by_length: bool = content(False)  # batches of similar lengths (less padding); a problem's examples stay together
     # A reasoning teacher's thinking (<think> ... </think> or the server's reasoning_content): keep it
     # in the student's rationale (cot: inside <think> tags), or drop it and keep what follows it.
     thinking: Literal["keep", "drop"] = content("keep")
@@ -70,6 +75,10 @@ class TrainConfig(Section):
     # problems, split by problem id, evaluated every eval_steps; the best eval loss is kept.
     validation_fraction: float = content(0.0, ge=0, lt=1)
     eval_steps: int = content(50, ge=1)
+    # What picks the best checkpoint: the validation 'loss', or 'accuracy': greedy answers of the
+    # student to its inference prompt on the validation problems, checked like the test split.
+    select_on: Literal["loss", "accuracy"] = content("loss")
+    eval_max_new_tokens: int = content(32, ge=1)  # select_on accuracy: tokens per validation answer
     save_steps: int = operational(0, ge=0)  # > 0: checkpoints every save_steps, resumed after a crash
     save_total_limit: int = operational(2, ge=1)
     resume: bool = operational(True)  # continue from the newest checkpoint of an unchanged config
@@ -81,6 +90,12 @@ class TrainConfig(Section):
     def _compatible(self):
         if self.packing and self.mode == "step_by_step":
             raise ValueError("train.packing does not combine with mode 'step_by_step': its loss weights whole examples, one per row")
+        if self.batch_unit == "problems" and self.mode != "step_by_step":
+            raise ValueError("train.batch_unit 'problems' is for mode 'step_by_step' (the other modes give one example per problem)")
+        if self.select_on == "accuracy" and not self.validation_fraction:
+            raise ValueError("train.select_on 'accuracy' needs validation problems: set train.validation_fraction (e.g. 0.1)")
+        if self.select_on == "loss":
+            self.refuse_unread("train", set(type(self).model_fields) - {"eval_max_new_tokens"}, "unless train.select_on is 'accuracy'")
         return self
 
 

@@ -63,13 +63,18 @@ def sft_config(cfg: Config, output_dir: str, has_validation: bool):
     save_steps = t.save_steps
     if has_validation:  # the best checkpoint needs saving at evaluation steps
         save_steps = t.eval_steps * max(1, math.ceil(save_steps / t.eval_steps)) if save_steps else t.eval_steps
+    # The paper's step-by-step batch counts problems: each gives a label and a rationale example.
+    per_step = t.per_device_train_batch_size * (2 if t.mode == "step_by_step" and t.batch_unit == "problems" else 1)
+    accuracy = has_validation and t.select_on == "accuracy"
     return trl_class("SFTConfig")(
         **shared_args(cfg, output_dir, save_steps),
         learning_rate=t.learning_rate,
         num_train_epochs=t.num_train_epochs,
         max_steps=t.max_steps,
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_train_batch_size,
+        per_device_train_batch_size=per_step,
+        per_device_eval_batch_size=per_step,
+        # plain SFT: HF's length-grouped sampler; step_by_step groups by length in its own sampler
+        train_sampling_strategy="group_by_length" if t.group_by_length and t.mode != "step_by_step" else "random",
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         max_length=t.max_length,
         packing=t.packing,
@@ -77,6 +82,6 @@ def sft_config(cfg: Config, output_dir: str, has_validation: bool):
         eval_strategy="steps" if has_validation else "no",
         eval_steps=t.eval_steps if has_validation else None,
         load_best_model_at_end=has_validation,
-        metric_for_best_model="eval_loss" if has_validation else None,
-        greater_is_better=False if has_validation else None,
+        metric_for_best_model=("eval_accuracy" if accuracy else "eval_loss") if has_validation else None,
+        greater_is_better=accuracy if has_validation else None,
     )

@@ -69,6 +69,7 @@ def save_model(trainer, out: Path, merge: bool, identity: dict | None = None) ->
 def phase_stats(trainer, result, seconds: float) -> dict:
     history = trainer.state.log_history
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    accuracies = [h["eval_accuracy"] for h in history if "eval_accuracy" in h]
     logged = [h["num_tokens"] for h in history if "num_tokens" in h and "loss" in h]
     tokens = trainer.state.num_input_tokens_seen or (logged[-1] if logged else 0)
     if not tokens and "input_ids" in (trainer.train_dataset.column_names or []):
@@ -78,6 +79,8 @@ def phase_stats(trainer, result, seconds: float) -> dict:
         "steps": result.global_step,
         "train_loss": round(result.training_loss, 4),
         "best_eval_loss": round(min(evals), 4) if evals else None,
+        "best_eval_accuracy": round(max(accuracies), 4) if accuracies else None,
+        "seen": trainer.seen() if hasattr(trainer, "seen") else None,  # examples and loss tokens trained on, per task
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "train_seconds": round(seconds, 2),
         "tokens_seen": int(tokens),

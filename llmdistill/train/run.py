@@ -41,7 +41,7 @@ def train(cfg: Config, overwrite: bool = False) -> dict:
 
             stats["kd"] = run_on_policy(cfg, run, start, traces, identity)
         final = stats.get("kd") if isinstance(stats.get("kd"), dict) else stats["sft"]
-        stats.update({k: final.get(k) for k in ("steps", "train_loss", "tokens_seen", "tokens_per_s", "best_eval_loss")})
+        stats.update({k: final.get(k) for k in ("steps", "train_loss", "tokens_seen", "tokens_per_s", "best_eval_loss", "best_eval_accuracy", "seen")})
         stats["examples"] = (stats.get("sft") or {}).get("examples") or final.get("examples")
         from llmdistill.train.modelcard import write_model_card
 

@@ -9,10 +9,12 @@ import time
 from llmdistill.config import Config
 from llmdistill.data import load_problems
 from llmdistill.jsonl import write_rows
-from llmdistill.records import FilteredTrace
+from llmdistill.prompts import PromptRenderer, answer_stops, load_prompt
+from llmdistill.records import FilteredTrace, TrainExample
 from llmdistill.stage import StageRun
 from llmdistill.train.checkpoints import checkpoint_dir, train_and_save
 from llmdistill.train.examples import build_examples, preflight
+from llmdistill.train.monitor import ValidationSet
 from llmdistill.train.trainers import make_trainer
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,19 @@ def _estimate_seconds(cfg: Config, report: dict, n_train: int, seconds_per_token
     return report["train_tokens_per_epoch"] * t.num_train_epochs * seconds_per_token
 
 
+def validation_set(cfg: Config, examples: list[TrainExample], tokenizer) -> ValidationSet | None:
+    """The validation problems as the student is asked them at inference, for ``select_on: accuracy``."""
+    t = cfg.train
+    held_out = {e.id for e in examples if e.split == "validation"}
+    if t.select_on != "accuracy" or not held_out:
+        return None
+    template = load_prompt(cfg.data.prompt)
+    render = PromptRenderer(template, tokenizer, cfg.student_shots(), cfg.data.prompt_format)
+    problems = [p for p in load_problems(cfg.data, cfg.data.train_split) if p.id in held_out]
+    return ValidationSet(prompts=[render(p.question, cfg.student_task()) for p in problems], problems=problems, data=cfg.data,
+                         stops=answer_stops(template, cfg.data), max_new_tokens=t.eval_max_new_tokens, batch_size=16)
+
+
 def run_sft(cfg: Config, run: StageRun, student_path: str, traces: list[FilteredTrace], identity: dict) -> dict:
     from llmdistill.backends.hf import load_tokenizer
 
@@ -69,7 +84,7 @@ def run_sft(cfg: Config, run: StageRun, student_path: str, traces: list[Filtered
         examples, report = preflight(cfg, examples, tokenizer)
     write_rows(run.dir / "examples.jsonl", examples)
     ckpt, resume_from = checkpoint_dir(run.dir, "checkpoints", {**identity, "phase": "sft"}, cfg.train.resume, run.overwrite)
-    trainer = make_trainer(cfg, student_path, examples, str(ckpt), tokenized)
+    trainer = make_trainer(cfg, student_path, examples, str(ckpt), tokenized, validation_set(cfg, examples, tokenizer))
     if cfg.train.preflight_probe:
         spt = probe_seconds_per_token(trainer)
         if spt:

@@ -22,6 +22,7 @@ from llmdistill.config import Config
 from llmdistill.records import TrainExample
 from llmdistill.train.args import lora_config, sft_config, trl_class
 from llmdistill.train.losses import per_example_mean, step_by_step_loss, topk_kl
+from llmdistill.train.monitor import Monitored, ValidationSet
 
 SFTTrainer = trl_class("SFTTrainer")
 
@@ -37,18 +38,22 @@ class CurrentCadence(TrainerCallback):
 class GroupSampler(Sampler):
     """Shuffles groups (the examples of one trace), keeping each group's examples consecutive.
 
-    With complete (label, rationale) pairs and an even batch size every batch holds whole pairs;
-    a trace with one example (no rationale, or one dropped by the preflight) shifts the pairs
-    after it, and a batch may then split one pair. The order depends on the seed and the epoch
+    With complete (label, rationale) pairs and a batch of whole pairs every batch holds whole
+    problems; a trace with one example (no rationale, or one dropped by the preflight) shifts the
+    pairs after it. With ``lengths`` and ``groups_per_batch``, groups of similar length are batched
+    together (as HF's length-grouped sampler does: shuffled, then sorted by length within
+    mega-batches of 50 batches), which cuts padding. The order depends on the seed and the epoch
     (``set_epoch``), so a resumed run replays the same order.
     """
 
-    def __init__(self, groups: list[int], seed: int):
+    def __init__(self, groups: list[int], seed: int, lengths: list[int] | None = None, groups_per_batch: int = 1):
         self.groups, self.seed, self.epoch = groups, seed, 0
         order: dict[int, list[int]] = {}
         for i, g in enumerate(groups):
             order.setdefault(g, []).append(i)
         self.members = list(order.values())
+        self.group_len = [max(lengths[i] for i in m) for m in self.members] if lengths else None
+        self.mega = 50 * groups_per_batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -56,9 +61,12 @@ class GroupSampler(Sampler):
     def __iter__(self):
         rng = random.Random(self.seed + self.epoch)
         self.epoch += 1
-        members = self.members[:]
-        rng.shuffle(members)
-        return iter([i for m in members for i in m])
+        order = list(range(len(self.members)))
+        rng.shuffle(order)
+        if self.group_len is not None:
+            chunks = [order[i : i + self.mega] for i in range(0, len(order), self.mega)]
+            order = [g for chunk in chunks for g in sorted(chunk, key=lambda g: -self.group_len[g])]
+        return iter([i for g in order for i in self.members[g]])
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -88,7 +96,11 @@ class ExtraFieldsCollator:
         return batch
 
 
-class _CustomLossTrainer(SFTTrainer):
+class MonitoredSFTTrainer(Monitored, SFTTrainer):
+    """TRL's SFTTrainer, counting what it trains on, with validation accuracy when asked."""
+
+
+class _CustomLossTrainer(Monitored, SFTTrainer):
     EXTRA_COLUMNS: tuple[str, ...] = ()
 
     def __init__(self, *args, **kwargs):
@@ -114,8 +126,8 @@ class StepByStepTrainer(_CustomLossTrainer):
 
     EXTRA_COLUMNS = ("task", "group")
 
-    def __init__(self, *args, alpha: float, **kwargs):
-        self.alpha = alpha
+    def __init__(self, *args, alpha: float, group_by_length: bool = False, **kwargs):
+        self.alpha, self.group_by_length = alpha, group_by_length
         super().__init__(*args, **kwargs)
 
     def _wrap_collator(self, base):
@@ -123,7 +135,8 @@ class StepByStepTrainer(_CustomLossTrainer):
 
     def _get_train_sampler(self, dataset=None):
         dataset = dataset if dataset is not None else self.train_dataset
-        return GroupSampler(list(dataset["group"]), self.args.seed)
+        lengths = [len(x) for x in dataset["input_ids"]] if self.group_by_length else None
+        return GroupSampler(list(dataset["group"]), self.args.seed, lengths, groups_per_batch=max(1, self.args.per_device_train_batch_size // 2))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         task = inputs.pop("task")
@@ -188,9 +201,11 @@ def _dataset(rows: list[dict]):
     return datasets.Dataset.from_list(rows) if rows else None
 
 
-def make_trainer(cfg: Config, student_path: str, examples: list[TrainExample], output_dir: str, tokenized: list[dict] | None = None):
-    """The trainer for ``train.mode`` / ``kd.method``: plain ``SFTTrainer`` (label, cot), the
-    step-by-step trainer, or the offline top-k trainer over pre-tokenized rows (``tokenized``)."""
+def make_trainer(cfg: Config, student_path: str, examples: list[TrainExample], output_dir: str, tokenized: list[dict] | None = None,
+                 validation: ValidationSet | None = None):
+    """The trainer for ``train.mode`` / ``kd.method``: plain SFT (label, cot), the step-by-step
+    trainer, or the offline top-k trainer over pre-tokenized rows (``tokenized``); ``validation``
+    for checkpoint selection on accuracy."""
     from transformers import AutoModelForCausalLM
 
     from llmdistill.backends.hf import load_tokenizer
@@ -206,7 +221,11 @@ def make_trainer(cfg: Config, student_path: str, examples: list[TrainExample], o
     kwargs = dict(model=model, args=sft_config(cfg, output_dir, bool(eval_rows)), train_dataset=_dataset(train_rows),
                   eval_dataset=_dataset(eval_rows), processing_class=tokenizer, peft_config=lora_config(cfg))
     if tokenized is not None:
-        return TopKDistillTrainer(**kwargs, lam=cfg.kd.lam)
-    if cfg.train.mode == "step_by_step":
-        return StepByStepTrainer(**kwargs, alpha=cfg.train.alpha)
-    return SFTTrainer(**kwargs)
+        trainer = TopKDistillTrainer(**kwargs, lam=cfg.kd.lam)
+    elif cfg.train.mode == "step_by_step":
+        trainer = StepByStepTrainer(**kwargs, alpha=cfg.train.alpha, group_by_length=cfg.train.group_by_length)
+    else:
+        trainer = MonitoredSFTTrainer(**kwargs)
+        trainer.default_task = cfg.train.mode
+    trainer.validation = validation
+    return trainer

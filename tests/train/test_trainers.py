@@ -118,3 +118,44 @@ def test_group_sampler_order_follows_the_epoch_for_resume():
     batch = ExtraFieldsCollator(base, sequences={"teacher_ids": -1})([{"input_ids": [1, 2], "teacher_ids": [[3], [4]]},
                                                                       {"input_ids": [5, 6], "teacher_ids": [[7, 8], [9, 10]]}])
     assert batch["teacher_ids"].tolist() == [[[3, -1], [4, -1]], [[7, 8], [9, 10]]]
+
+
+def test_problem_batches_hold_whole_pairs_and_the_counts_say_what_was_seen(make_config, scripted):
+    """batch_unit: problems -- a batch of 2 problems is 2 label + 2 rationale examples, as in the paper."""
+    cfg = run_to_filter(make_config, scripted, train={"mode": "step_by_step", "batch_unit": "problems", "per_device_train_batch_size": 2,
+                                                       "max_steps": 3})
+    stats = train(cfg)
+    assert stats["seen"]["label_examples"] == 6 and stats["seen"]["rationale_examples"] == 6  # 3 steps x 2 problems, each task
+    assert stats["seen"]["rationale_tokens"] > stats["seen"]["label_tokens"] > 0
+    examples = read_rows(cfg.stage_dir("train") / "examples.jsonl", TrainExample)
+    trainer = make_trainer(cfg, cfg.teacher.model_name_or_path, examples, str(cfg.stage_dir("train") / "probe"))
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["task"].tolist() == [0, 1, 0, 1] and batch["group"][0] == batch["group"][1] and batch["group"][2] == batch["group"][3]
+
+
+def test_label_training_counts_its_examples(make_config, scripted):
+    cfg = run_to_filter(make_config, scripted, train={"mode": "label", "per_device_train_batch_size": 2, "max_steps": 2})
+    seen = train(cfg)["seen"]
+    assert seen["label_examples"] == 4 and seen["label_tokens"] >= 4 * 5 and "rationale_examples" not in seen
+
+
+def test_length_grouped_batches_keep_pairs_and_cut_padding():
+    from llmdistill.train.trainers import GroupSampler
+
+    groups = [g for g in range(40) for _ in range(2)]
+    lengths = [10 + 7 * ((g * 13) % 40) for g in groups]
+    sampler = GroupSampler(groups, seed=0, lengths=lengths, groups_per_batch=4)
+    order = list(sampler)
+    assert sorted(order) == list(range(80)) and all(groups[order[i]] == groups[order[i + 1]] for i in range(0, 80, 2))
+    def padding(idx):  # padded minus real tokens over batches of 8 examples
+        return sum(8 * max(lengths[i] for i in idx[b : b + 8]) - sum(lengths[i] for i in idx[b : b + 8]) for b in range(0, 80, 8))
+    assert padding(order) < padding(list(GroupSampler(groups, seed=0))) / 3
+
+
+def test_checkpoints_can_be_selected_on_validation_accuracy(make_config, scripted):
+    cfg = run_to_filter(make_config, scripted, train={"mode": "step_by_step", "validation_fraction": 0.34, "eval_steps": 1, "max_steps": 2,
+                                                       "select_on": "accuracy", "eval_max_new_tokens": 6})
+    stats = train(cfg)
+    accuracies = [h["eval_accuracy"] for h in stats["sft"]["log_history"] if "eval_accuracy" in h]
+    assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)
+    assert stats["best_eval_accuracy"] == round(max(accuracies), 4) and stats["sft"]["best_checkpoint"]
