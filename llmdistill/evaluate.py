@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -19,7 +20,7 @@ from llmdistill.config import Config
 from llmdistill.data import load_split
 from llmdistill.eval_report import add_to_model_card, compare, write_report
 from llmdistill.jsonl import write_rows
-from llmdistill.prompts import answer_stops, build_prompt, load_prompt, wants_chat
+from llmdistill.prompts import ANSWER_SEPARATOR, answer_stops, build_prompt, load_prompt, wants_chat
 from llmdistill.records import EvalResult, Problem
 from llmdistill.stage import StageRun, require_complete, upstream
 from llmdistill.student import materialize_student
@@ -147,7 +148,10 @@ def evaluate(cfg: Config, backends: dict[str, Backend] | None = None, overwrite:
             backend = _backend(cfg, name, spec["path"], backends)
             backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_test is not None)
             t0 = time.time()
-            results = answer_all(cfg, name, backend, problems, spec["task"], spec["shots"], greedy)
+            params = greedy
+            if name in ("student", "student_init") and cfg.train.mode == "step_by_step" and cfg.train.layout == "answer_first":
+                params = replace(greedy, stop=[*greedy.stop, ANSWER_SEPARATOR])  # its rationale follows the answer: do not write it
+            results = answer_all(cfg, name, backend, problems, spec["task"], spec["shots"], params)
             seconds = time.time() - t0
             models[name] = {"path": spec["path"], "backend": backend.name, "prompt": f"{spec['task']}, {spec['shots'] if spec['shots'] is not None else 'all'} shots",
                             **summarize(results, backend.num_parameters(), disk_size(spec["path"]), seconds)}

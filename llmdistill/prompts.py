@@ -104,6 +104,11 @@ def load_prompt(path: str | Path) -> PromptTemplate:
         raise UserError(f"{path}: invalid prompt file: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
+# train.layout answer_first: the student writes its answer, a blank line, then its rationale; asked
+# for an answer, it is stopped at the blank line.
+ANSWER_SEPARATOR = "\n\n"
+
+
 def answer_stops(template: PromptTemplate, data) -> list[str]:
     """Where an invented next example starts, for reading answers: the prompt file's stop strings,
     and the data's own question layout at the start of a line -- the labels of

@@ -84,13 +84,14 @@ def extend_row(cls: type[Row], base: Row, **fields) -> Row:
 class TrainExample(Row):
     """A prompt/completion pair for SFT, traced back to its problem and sample.
 
-    ``task`` is the step-by-step task (label or rationale; cot for a whole trace); ``split`` puts
+    ``task`` is the step-by-step task (label or rationale; answer_rationale for both in one sequence;
+    cot for a whole trace); ``split`` puts
     the example in the training or the validation set.
     """
 
     id: str
     sample: int = 0
-    task: Literal["cot", "label", "rationale"] = "cot"
+    task: Literal["cot", "label", "rationale", "answer_rationale"] = "cot"
     split: Literal["train", "validation"] = "train"
     prompt: str
     completion: str

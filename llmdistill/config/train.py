@@ -48,6 +48,11 @@ class TrainConfig(Section):
     # giving its label and its rationale example, so the label task sees as many labels a step as label
     # training does and the rationale task comes on top. 'examples': the batch counts examples (half labels).
     batch_unit: Literal["examples", "problems"] = content("examples")
+    # step_by_step layout. two_tasks: a [label] and a [rationale] example per problem (the paper's, for
+    # an encoder-decoder). answer_first: one sequence per problem for a causal student, question ->
+    # answer, then a blank line and the rationale; the loss is still alpha * mean(answer-token losses)
+    # + (1 - alpha) * mean(rationale-token losses) per example, and inference stops after the answer.
+    layout: Literal["two_tasks", "answer_first"] = content("two_tasks")
     group_by_length: bool = content(False)  # batches of similar lengths (less padding); a problem's examples stay together
     # A reasoning teacher's thinking (<think> ... </think> or the server's reasoning_content): keep it
     # in the student's rationale (cot: inside <think> tags), or drop it and keep what follows it.
@@ -90,8 +95,10 @@ class TrainConfig(Section):
     def _compatible(self):
         if self.packing and self.mode == "step_by_step":
             raise ValueError("train.packing does not combine with mode 'step_by_step': its loss weights whole examples, one per row")
-        if self.batch_unit == "problems" and self.mode != "step_by_step":
-            raise ValueError("train.batch_unit 'problems' is for mode 'step_by_step' (the other modes give one example per problem)")
+        if self.batch_unit == "problems" and (self.mode != "step_by_step" or self.layout != "two_tasks"):
+            raise ValueError("train.batch_unit 'problems' is for mode 'step_by_step' with layout 'two_tasks' (the others give one example per problem)")
+        if self.layout != "two_tasks" and self.mode != "step_by_step":
+            raise ValueError("train.layout is a setting of mode 'step_by_step'")
         if self.select_on == "accuracy" and not self.validation_fraction:
             raise ValueError("train.select_on 'accuracy' needs validation problems: set train.validation_fraction (e.g. 0.1)")
         if self.select_on == "loss":

@@ -21,7 +21,7 @@ import statistics
 from llmdistill.answers import format_number, to_number
 from llmdistill.config import Config
 from llmdistill.errors import UserError
-from llmdistill.prompts import PromptRenderer, load_prompt
+from llmdistill.prompts import ANSWER_SEPARATOR, PromptRenderer, load_prompt
 from llmdistill.records import FilteredTrace, Problem, TrainExample
 from llmdistill.tasks import LETTERS
 
@@ -102,12 +102,33 @@ def build_examples(cfg: Config, traces: list[FilteredTrace], tokenizer, problems
             out.append(example(tr, tr.sample, "cot", rationale_of(tr, t.thinking, tags=True), tr.pred or ""))
             continue
         label = label_of(tr)
+        rationale = rationale_of(tr, t.thinking, tags=False)
+        if t.layout == "answer_first":
+            if label is not None:
+                answer = template.output_text("label", "", label)
+                out.append(TrainExample(**example(tr, tr.sample, "label", "", label).model_dump(exclude={"task", "completion"}),
+                                        task="answer_rationale", completion=prefix + answer + (ANSWER_SEPARATOR + rationale if rationale else "")))
+            continue
         if label is not None:
             out.append(example(tr, tr.sample, "label", "", label))
-        rationale = rationale_of(tr, t.thinking, tags=False)
         if rationale:
             out.append(example(tr, tr.sample, "rationale", rationale, ""))
     return out
+
+
+def tokenize_answer_first(examples: list[TrainExample], tokenizer) -> list[dict]:
+    """Rows for the answer_first layout: input_ids and labels (prompt masked, EOS appended), and how
+    many completion tokens are the answer's, so the loss can weigh answer and rationale tokens apart.
+    The pieces are tokenized one by one, so the boundary is exact."""
+    eos = tokenizer.eos_token_id
+    rows = []
+    for e in examples:
+        answer, _, rationale = e.completion.partition(ANSWER_SEPARATOR)
+        prompt = tokenizer(e.prompt, add_special_tokens=False)["input_ids"]
+        ans = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        rest = tokenizer(ANSWER_SEPARATOR + rationale, add_special_tokens=False)["input_ids"] if rationale else []
+        rows.append({"input_ids": prompt + ans + rest + [eos], "labels": [-100] * len(prompt) + ans + rest + [eos], "answer_len": len(ans)})
+    return rows
 
 
 def rationale_of(trace: FilteredTrace, thinking: str, tags: bool) -> str:

@@ -60,3 +60,18 @@ def topk_kl(student_logits: torch.Tensor, teacher_ids: torch.Tensor, teacher_log
     log_q_tail = torch.log1p(-q_head.clamp(max=1.0 - 1e-6))
     tail = torch.where(p_tail > 1e-6, p_tail * (torch.log(p_tail.clamp(min=1e-12)) - log_q_tail), torch.zeros_like(p_tail))
     return head + tail
+
+
+def answer_first_loss(token_logp: torch.Tensor, label_mask: torch.Tensor, answer_len: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``alpha * mean(answer losses) + (1 - alpha) * mean(rationale losses)`` for answer-first
+    sequences: each example's first ``answer_len`` completion tokens are its answer, the rest
+    (separator, rationale, EOS) its rationale; each part is a per-example mean, then averaged over
+    the examples that have it. ``token_logp``, ``label_mask``: [B, T]; ``answer_len``: [B]."""
+    mask = label_mask.bool()
+    position = mask.long().cumsum(-1)  # 1-based index among the completion tokens
+    answer = mask & (position <= answer_len[:, None])
+    rationale = mask & (position > answer_len[:, None])
+    task = torch.cat([torch.full_like(answer_len, LABEL), torch.full_like(answer_len, RATIONALE)])
+    losses = torch.cat([per_example_mean(-token_logp, answer), per_example_mean(-token_logp, rationale)])
+    present = torch.cat([answer.any(-1), rationale.any(-1)])
+    return step_by_step_loss(losses[present], task[present], alpha)

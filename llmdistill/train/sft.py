@@ -13,7 +13,7 @@ from llmdistill.prompts import PromptRenderer, answer_stops, load_prompt
 from llmdistill.records import FilteredTrace, TrainExample
 from llmdistill.stage import StageRun
 from llmdistill.train.checkpoints import checkpoint_dir, train_and_save
-from llmdistill.train.examples import build_examples, preflight
+from llmdistill.train.examples import build_examples, preflight, tokenize_answer_first
 from llmdistill.train.monitor import ValidationSet
 from llmdistill.train.trainers import make_trainer
 
@@ -82,6 +82,8 @@ def run_sft(cfg: Config, run: StageRun, student_path: str, traces: list[Filtered
         examples, tokenized, report = tokenize_with_teacher(cfg, traces, examples, tokenizer, student_path)
     else:
         examples, report = preflight(cfg, examples, tokenizer)
+        if cfg.train.mode == "step_by_step" and cfg.train.layout == "answer_first":
+            tokenized = tokenize_answer_first(examples, tokenizer)
     write_rows(run.dir / "examples.jsonl", examples)
     ckpt, resume_from = checkpoint_dir(run.dir, "checkpoints", {**identity, "phase": "sft"}, cfg.train.resume, run.overwrite)
     trainer = make_trainer(cfg, student_path, examples, str(ckpt), tokenized, validation_set(cfg, examples, tokenizer))

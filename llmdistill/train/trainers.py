@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 from llmdistill.config import Config
 from llmdistill.records import TrainExample
 from llmdistill.train.args import lora_config, sft_config, trl_class
-from llmdistill.train.losses import per_example_mean, step_by_step_loss, topk_kl
+from llmdistill.train.losses import answer_first_loss, per_example_mean, step_by_step_loss, topk_kl
 from llmdistill.train.monitor import Monitored, ValidationSet
 
 SFTTrainer = trl_class("SFTTrainer")
@@ -150,6 +150,28 @@ class StepByStepTrainer(_CustomLossTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
+class AnswerFirstTrainer(_CustomLossTrainer):
+    """Step-by-step in one sequence per problem (``train.layout: answer_first``): the answer's
+    tokens and the rationale's are weighed as two tasks, ``alpha`` and ``1 - alpha``."""
+
+    EXTRA_COLUMNS = ("answer_len",)
+    default_task = "answer_rationale"
+
+    def __init__(self, *args, alpha: float, **kwargs):
+        self.alpha = alpha
+        super().__init__(*args, **kwargs)
+
+    def _wrap_collator(self, base):
+        return ExtraFieldsCollator(base, scalars=("answer_len",))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        answer_len = inputs.pop("answer_len")
+        outputs = model(**inputs, fused_lm_head=True, use_cache=False)
+        loss = answer_first_loss(outputs.log_probs, outputs.label_mask, answer_len, self.alpha)
+        self._record("answer_first_loss", loss)
+        return (loss, outputs) if return_outputs else loss
+
+
 class TopKDistillTrainer(_CustomLossTrainer):
     """SFT on the teacher's own tokens plus KL to its stored top-k next-token distributions."""
 
@@ -204,8 +226,8 @@ def _dataset(rows: list[dict]):
 def make_trainer(cfg: Config, student_path: str, examples: list[TrainExample], output_dir: str, tokenized: list[dict] | None = None,
                  validation: ValidationSet | None = None):
     """The trainer for ``train.mode`` / ``kd.method``: plain SFT (label, cot), the step-by-step
-    trainer, or the offline top-k trainer over pre-tokenized rows (``tokenized``); ``validation``
-    for checkpoint selection on accuracy."""
+    trainer, or over pre-tokenized rows (``tokenized``) the offline top-k or answer-first trainer;
+    ``validation`` for checkpoint selection on accuracy."""
     from transformers import AutoModelForCausalLM
 
     from llmdistill.backends.hf import load_tokenizer
@@ -220,8 +242,10 @@ def make_trainer(cfg: Config, student_path: str, examples: list[TrainExample], o
         train_rows, eval_rows = _rows(examples, "train", with_task), _rows(examples, "validation", with_task)
     kwargs = dict(model=model, args=sft_config(cfg, output_dir, bool(eval_rows)), train_dataset=_dataset(train_rows),
                   eval_dataset=_dataset(eval_rows), processing_class=tokenizer, peft_config=lora_config(cfg))
-    if tokenized is not None:
+    if tokenized is not None and cfg.kd.method == "offline_topk":
         trainer = TopKDistillTrainer(**kwargs, lam=cfg.kd.lam)
+    elif tokenized is not None:
+        trainer = AnswerFirstTrainer(**kwargs, alpha=cfg.train.alpha)
     elif cfg.train.mode == "step_by_step":
         trainer = StepByStepTrainer(**kwargs, alpha=cfg.train.alpha, group_by_length=cfg.train.group_by_length)
     else:

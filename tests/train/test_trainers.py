@@ -3,6 +3,8 @@ hand-computed reference, prompts stay outside the loss, grouping and packing beh
 
 
 
+import json
+
 import pytest
 import torch
 
@@ -159,3 +161,44 @@ def test_checkpoints_can_be_selected_on_validation_accuracy(make_config, scripte
     accuracies = [h["eval_accuracy"] for h in stats["sft"]["log_history"] if "eval_accuracy" in h]
     assert len(accuracies) == 2 and all(0 <= a <= 1 for a in accuracies)
     assert stats["best_eval_accuracy"] == round(max(accuracies), 4) and stats["sft"]["best_checkpoint"]
+
+
+def test_answer_first_loss_weighs_answer_and_rationale_tokens_apart(make_config, scripted, tiny_model, tmp_path):
+    """layout answer_first: one sequence per problem; alpha * mean(answer token losses) + (1 - alpha) * mean(rationale ones)."""
+    from llmdistill.backends.hf import load_tokenizer
+    from llmdistill.train.examples import tokenize_answer_first
+
+    cfg = load_config(make_config(train={"mode": "step_by_step", "layout": "answer_first", "alpha": 0.3}))
+    examples = [TrainExample(id="a", task="answer_rationale", prompt=PROMPT.format(3), completion="The answer is 3.\n\nSam keeps all 3 apples."),
+                TrainExample(id="b", task="answer_rationale", prompt=PROMPT.format(5), completion="The answer is 5.\n\nHe has 5.")]
+    tok = load_tokenizer(tiny_model)
+    trainer = make_trainer(cfg, tiny_model, examples, str(tmp_path / "ckpt"), tokenize_answer_first(examples, tok))
+    ds = trainer.train_dataset
+    batch = trainer.data_collator([{k: ds[i][k] for k in ("input_ids", "labels", "answer_len")} for i in range(2)])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        got = trainer.compute_loss(model, dict(batch)).item()
+        answer, rationale = [], []
+        for i in range(2):
+            ids, labels, n = ds[i]["input_ids"], ds[i]["labels"], ds[i]["answer_len"]
+            logp = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+            target = [(t, labels[t]) for t in range(1, len(ids)) if labels[t] != -100]  # completion tokens, in order
+            nll = [-logp[t - 1, tok].item() for t, tok in target]
+            answer.append(sum(nll[:n]) / n)
+            rationale.append(sum(nll[n:]) / len(nll[n:]))
+    assert tok.decode([t for t in ds[0]["labels"] if t != -100][: ds[0]["answer_len"]]) == "The answer is 3."
+    assert got == pytest.approx(0.3 * sum(answer) / 2 + 0.7 * sum(rationale) / 2, rel=1e-4)
+
+
+def test_an_answer_first_student_trains_and_stops_after_its_answer(make_config, scripted):
+    from llmdistill.evaluate import evaluate
+
+    cfg = run_to_filter(make_config, scripted, train={"mode": "step_by_step", "layout": "answer_first"}, evaluate={"models": ["student"], "max_new_tokens": 12})
+    stats = train(cfg)
+    examples = read_rows(cfg.stage_dir("train") / "examples.jsonl", TrainExample)
+    assert stats["steps"] == 2 and {e.task for e in examples} == {"answer_rationale"} and len(examples) == 6
+    assert examples[0].completion == "The answer is 2.\n\nSam has 0 + 2 = 2 apples."
+    assert stats["seen"]["answer_rationale_examples"] == 4  # 2 steps x 2 problems, one sequence each
+    evaluate(cfg)
+    outputs = [json.loads(line)["output"] for line in (cfg.stage_dir("evaluate") / "results.jsonl").read_text().splitlines()]
+    assert outputs and all("\n\n" not in o for o in outputs)
