@@ -123,10 +123,18 @@ class KDConfig(Section):
     per_device_train_batch_size: int = content(4, ge=1)
     gradient_accumulation_steps: int = content(1, ge=1)
     lam: float = content(0.5, ge=0, le=1)  # offline_topk: weight of the KL term
+    # on_policy: the engine that writes the student's completions. vllm (a GPU): TRL's vLLM integration,
+    # colocated with training or a `trl vllm-serve` server at vllm_server_base_url.
+    generation: Literal["transformers", "vllm"] = operational("transformers")
+    vllm_mode: Literal["colocate", "server"] = operational("colocate")
+    vllm_gpu_memory_utilization: float = operational(0.3, gt=0, le=1)  # colocate: the student engine's share of the GPU
+    vllm_server_base_url: str | None = operational(None)  # server mode
 
     @model_validator(mode="after")
     def _read_by_the_method(self):
         reads = {"method"} | READ_BY_KD_METHOD[self.method]
+        if self.generation == "vllm":
+            reads |= {"vllm_mode", "vllm_gpu_memory_utilization"} if self.vllm_mode == "colocate" else {"vllm_mode", "vllm_server_base_url"}
         self.refuse_unread("kd", reads, f"with kd.method {self.method!r}" + (
             " (offline_topk trains with the train section's learning rate, steps and batch size)" if self.method == "offline_topk" else ""))
         return self
@@ -135,6 +143,6 @@ class KDConfig(Section):
 READ_BY_KD_METHOD = {
     "none": set(),
     "on_policy": {"teacher", "after_sft", "beta", "temperature", "max_new_tokens", "learning_rate", "num_train_epochs", "max_steps",
-                  "per_device_train_batch_size", "gradient_accumulation_steps"},
+                  "per_device_train_batch_size", "gradient_accumulation_steps", "generation"},
     "offline_topk": {"lam"},
 }

@@ -96,7 +96,10 @@ def train_and_save(cfg, trainer, resume_from: str | None, out: Path, identity: d
     trainer.add_callback(CurrentCadence())
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume_from)
-    stats = phase_stats(trainer, result, time.time() - t0)
+    seconds = time.time() - t0
+    stats = phase_stats(trainer, result, seconds)
+    first = int(resume_from.rsplit("-", 1)[1]) if resume_from else 0  # checkpoint-<step>
     stats["resumed_from"] = resume_from
+    stats["seconds_per_step"] = round(seconds / max(result.global_step - first, 1), 3)  # this run's steps (KD costs more a step)
     save_model(trainer, out, cfg.train.lora is None or cfg.train.lora.merge, identity)
     return stats

