@@ -109,8 +109,51 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+MARKERS = "osD^vP*Xh<>p"
+
+
+def _si(value: float) -> str:
+    """Parameter counts as people say them: 99M, 1.5B."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if value >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def _log_ticks(ax, values: list[float], fmt) -> None:
+    """A log axis with a few readable ticks at the data and no minor tick labels (matplotlib's
+    defaults run '1.05x10^8 1.1x10^8 ...' together when the values are close)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    lo, hi = min(values), max(values)
+    ax.set_xlim(lo / 1.6, hi * 1.6)
+    keep: list[float] = []
+    for t in sorted(set(values)):
+        if not keep or t / keep[-1] > 1.3:  # neighbours closer than this would overprint
+            keep.append(t)
+    ax.xaxis.set_major_locator(FixedLocator(keep))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelrotation=25)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.3g} s"
+
+
+def _dodge(xs: list[float]) -> list[float]:
+    """Spread points that share an x (within 3%) a little apart on the log axis, so none hides another."""
+    out = list(xs)
+    for i, x in enumerate(xs):
+        same = [j for j, y in enumerate(xs) if abs(y / x - 1) < 0.03]
+        if len(same) > 1:
+            out[i] = x * 1.04 ** (same.index(i) - (len(same) - 1) / 2)
+    return out
+
+
 def plot_accuracy(report: dict, path: Path) -> bool:
-    """Accuracy with CIs against parameters and against latency, one point per model."""
+    """Accuracy with CIs against parameters and against latency: one marker and colour per model,
+    named in a legend below (labels written beside the points overprint for models of similar size)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,22 +162,33 @@ def plot_accuracy(report: dict, path: Path) -> bool:
     models = {k: m for k, m in report["models"].items() if m["accuracy"] is not None}
     if not any(m.get("parameters") or m.get("latency_s_per_problem") for m in models.values()):
         return False  # e.g. a replayed teacher alone: neither its size nor its latency is known
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((axes[0], "parameters", "parameters"), (axes[1], "latency_s_per_problem", "latency per problem (s)")):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    panels = ((axes[0], "parameters", "parameters", 1, _si), (axes[1], "latency_s_per_problem", "latency per problem", 1000, _ms))
+    handles = {}
+    for ax, key, label, scale, fmt in panels:
+        placed = {name: (m.get(key) or 0) * scale for name, m in models.items()}
+        xs = [x for x in placed.values() if x]
+        dodged = dict(zip([n for n in placed if placed[n]], _dodge(xs)))
         for name, m in models.items():
-            x = m.get(key)
-            if not x:
-                continue
-            y = 100 * m["accuracy"]
-            err = [[y - 100 * m["ci"][0]], [100 * m["ci"][1] - y]] if m.get("ci") else None
-            ax.errorbar([x], [y], yerr=err, fmt="o", capsize=4, label=LABELS.get(name, name))
-            ax.annotate(LABELS.get(name, name), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
+            color, marker, y = f"C{list(models).index(name)}", MARKERS[list(models).index(name) % len(MARKERS)], 100 * m["accuracy"]
+            if name not in dodged:  # size or latency unknown (a replayed teacher): its accuracy as a line
+                handle = ax.axhline(y, color=color, linestyle="--", linewidth=1.2)
+            else:
+                err = [[y - 100 * m["ci"][0]], [100 * m["ci"][1] - y]] if m.get("ci") else None
+                handle = ax.errorbar([dodged[name]], [y], yerr=err, fmt=marker, markersize=8, capsize=4, color=color)
+            handles.setdefault(name, handle)
+        if xs:
+            ax.set_xscale("log")
+            _log_ticks(ax, xs, fmt)
+        ax.set_xlabel(label + ("" if xs else " (not known for these models)"))
         ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-3, 103)
         ax.grid(True, alpha=0.3)
+    names = [LABELS.get(n, n) + (" (size unknown)" if not models[n].get("parameters") else "") for n in handles]
+    fig.legend([handles[n] for n in handles], names, loc="lower center", ncol=min(4, len(handles)), frameon=False)
     fig.suptitle(f"{report['split']} split, {report['problems']} problems ({round(100 * report.get('confidence', 0.95))}% bootstrap CIs)")
-    fig.tight_layout()
+    rows = (len(handles) + 3) // 4
+    fig.tight_layout(rect=(0, 0.065 * rows, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True

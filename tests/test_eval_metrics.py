@@ -72,3 +72,17 @@ def test_compare_and_render(tmp_path):
     assert "| teacher | student (after training) | 3 | 2 | 0 | 1 | 0.5 |" in md
     assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "report.json").read_text())["plot"] == "accuracy.png"
+
+
+def test_the_accuracy_plot_reads_for_two_to_eight_models(tmp_path):
+    from llmdistill.eval_report import _dodge, _ms, _si, plot_accuracy
+
+    assert [_si(v) for v in (99.1e6, 134.5e6, 1.5e9, 494e6)] == ["99.1M", "134M", "1.5B", "494M"]
+    assert [_ms(v) for v in (270.4, 881, 1365)] == ["270 ms", "881 ms", "1.36 s"]
+    spread = _dodge([134e6, 134e6, 134e6, 494e6])
+    assert len(set(spread)) == 4 and spread[3] == 494e6 and max(spread[:3]) / min(spread[:3]) < 1.1
+    models = {f"m{i}": {"accuracy": 0.1 * i, "ci": [0.1 * i - 0.05, 0.1 * i + 0.05], "parameters": 134e6 * (1 + i % 2),
+                        "latency_s_per_problem": 0.3 * (1 + i)} for i in range(7)}
+    models["teacher"] = {"accuracy": 0.77, "ci": [0.7, 0.83], "parameters": None, "latency_s_per_problem": None}  # replayed
+    assert plot_accuracy({"split": "test", "problems": 200, "models": models}, tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 10000
