@@ -37,7 +37,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # a temporary left by a killed run
     tmp.mkdir(parents=True)
-    yield tmp
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-filled temporary, never the finished folder
+        raise
     if path.exists():
         old = path.with_name(path.name + ".old.tmp")
         shutil.rmtree(old, ignore_errors=True)

@@ -120,6 +120,29 @@ def evaluate(config: ConfigArg, set: SetOpt = None, overwrite: OverwriteOpt = Fa
     _stage("evaluate", config, set, overwrite)
 
 
+@app.command("export")
+def export_(
+    config: ConfigArg,
+    set: SetOpt = None,
+    to: Annotated[str, typer.Option(help="Folder to write (default: <output_dir>/export).")] = None,
+    format: Annotated[str, typer.Option(help="hf (load_from_disk), parquet or jsonl.")] = None,
+    push_to_hub: Annotated[str, typer.Option("--push-to-hub", help="Dataset repo id to upload to, after writing locally (token: HF_TOKEN).")] = None,
+    private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a repo created by --push-to-hub.")] = None,
+) -> None:
+    """The kept traces as an HF dataset (with the rejected ones, TRL-ready views and a dataset card)."""
+    flags = {"to": to, "format": format, "push_to_hub": push_to_hub, "private": private}
+    overrides = [*(set or []), *(f"export.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
+    with _user_errors():
+        cfg = _load(config, overrides)
+        from llmdistill.export import export
+
+        flag_args = [f"--{k.replace('_', '-')} {v}" for k, v in flags.items() if v is not None and k != "private"]
+        flag_args += [] if private is None else ["--private" if private else "--public"]
+        command = " ".join(["llmdistill export", str(config), *(f"--set {o}" for o in set or []), *flag_args])
+        done = export(cfg, command=command)
+    typer.echo(f"export: {json.dumps(done['sizes'])} ({done['format']}) -> {done['folder']}" + (f"; pushed to {done['pushed_to']}" if done["pushed_to"] else ""))
+
+
 @app.command()
 def run(
     config: ConfigArg,

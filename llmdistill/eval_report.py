@@ -112,7 +112,7 @@ def render_markdown(report: dict) -> str:
 MARKERS = "osD^vP*Xh<>p"
 
 
-def _si(value: float) -> str:
+def format_count(value: float) -> str:
     """Parameter counts as people say them: 99M, 1.5B."""
     for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if value >= scale:
@@ -137,11 +137,11 @@ def _log_ticks(ax, values: list[float], fmt) -> None:
     ax.tick_params(axis="x", labelrotation=25)
 
 
-def _ms(value: float) -> str:
+def format_latency(value: float) -> str:
     return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.3g} s"
 
 
-def _dodge(xs: list[float]) -> list[float]:
+def dodge(xs: list[float]) -> list[float]:
     """Spread points that share an x (within 3%) a little apart on the log axis, so none hides another."""
     out = list(xs)
     for i, x in enumerate(xs):
@@ -163,12 +163,12 @@ def plot_accuracy(report: dict, path: Path) -> bool:
     if not any(m.get("parameters") or m.get("latency_s_per_problem") for m in models.values()):
         return False  # e.g. a replayed teacher alone: neither its size nor its latency is known
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
-    panels = ((axes[0], "parameters", "parameters", 1, _si), (axes[1], "latency_s_per_problem", "latency per problem", 1000, _ms))
+    panels = ((axes[0], "parameters", "parameters", 1, format_count), (axes[1], "latency_s_per_problem", "latency per problem", 1000, format_latency))
     handles = {}
     for ax, key, label, scale, fmt in panels:
         placed = {name: (m.get(key) or 0) * scale for name, m in models.items()}
         xs = [x for x in placed.values() if x]
-        dodged = dict(zip([n for n in placed if placed[n]], _dodge(xs)))
+        dodged = dict(zip([n for n in placed if placed[n]], dodge(xs)))
         for name, m in models.items():
             color, marker, y = f"C{list(models).index(name)}", MARKERS[list(models).index(name) % len(MARKERS)], 100 * m["accuracy"]
             if name not in dodged:  # size or latency unknown (a replayed teacher): its accuracy as a line

@@ -65,6 +65,17 @@ class FilteredTrace(Trace):
     cut: str | None = None  # where and why a runaway continuation was cut off before reading the answer
     truncated: bool = False  # stopped by max_new_tokens, or inside a thinking that never closed
 
+    def training_rationale(self, keep_thinking: bool, tags: bool) -> str:
+        """The rationale a student learns from this trace. A reasoning teacher's thinking is kept
+        (inside ``<think>`` tags for a CoT student, which then thinks before it answers) or dropped,
+        leaving what the teacher wrote after it."""
+        after = (self.rationale or "").strip()
+        if not self.thinking or not keep_thinking:
+            return after
+        if tags:
+            return f"<think>\n{self.thinking.strip()}\n</think>\n\n{after}".strip()
+        return f"{self.thinking.strip()}\n\n{after}".strip()
+
 
 def extend_row(cls: type[Row], base: Row, **fields) -> Row:
     """``cls`` (a subclass of ``base``'s schema) from a validated row plus computed fields.

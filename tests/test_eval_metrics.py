@@ -75,11 +75,11 @@ def test_compare_and_render(tmp_path):
 
 
 def test_the_accuracy_plot_reads_for_two_to_eight_models(tmp_path):
-    from llmdistill.eval_report import _dodge, _ms, _si, plot_accuracy
+    from llmdistill.eval_report import dodge, format_latency, format_count, plot_accuracy
 
-    assert [_si(v) for v in (99.1e6, 134.5e6, 1.5e9, 494e6)] == ["99.1M", "134M", "1.5B", "494M"]
-    assert [_ms(v) for v in (270.4, 881, 1365)] == ["270 ms", "881 ms", "1.36 s"]
-    spread = _dodge([134e6, 134e6, 134e6, 494e6])
+    assert [format_count(v) for v in (99.1e6, 134.5e6, 1.5e9, 494e6)] == ["99.1M", "134M", "1.5B", "494M"]
+    assert [format_latency(v) for v in (270.4, 881, 1365)] == ["270 ms", "881 ms", "1.36 s"]
+    spread = dodge([134e6, 134e6, 134e6, 494e6])
     assert len(set(spread)) == 4 and spread[3] == 494e6 and max(spread[:3]) / min(spread[:3]) < 1.1
     models = {f"m{i}": {"accuracy": 0.1 * i, "ci": [0.1 * i - 0.05, 0.1 * i + 0.05], "parameters": 134e6 * (1 + i % 2),
                         "latency_s_per_problem": 0.3 * (1 + i)} for i in range(7)}

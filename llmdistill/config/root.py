@@ -8,6 +8,7 @@ from pydantic import field_validator, model_validator
 
 from llmdistill.config.base import Section, operational
 from llmdistill.config.evaluate import EvaluateConfig
+from llmdistill.config.export import ExportConfig
 from llmdistill.config.filter import FilterConfig
 from llmdistill.config.generate import DataConfig, GenerateConfig, ModelConfig
 from llmdistill.config.train import KDConfig, StudentConfig, TrainConfig
@@ -23,6 +24,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     kd: KDConfig = KDConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
 
     @model_validator(mode="after")
     def _kd_inputs(self):

@@ -99,10 +99,10 @@ def build_examples(cfg: Config, traces: list[FilteredTrace], tokenizer, problems
         return out
     for tr in traces:
         if t.mode == "cot":
-            out.append(example(tr, tr.sample, "cot", rationale_of(tr, t.thinking, tags=True), tr.pred or ""))
+            out.append(example(tr, tr.sample, "cot", tr.training_rationale(t.thinking == "keep", tags=True), tr.pred or ""))
             continue
         label = label_of(tr)
-        rationale = rationale_of(tr, t.thinking, tags=False)
+        rationale = tr.training_rationale(t.thinking == "keep", tags=False)
         if t.layout == "answer_first":
             if label is not None:
                 answer = template.output_text("label", "", label)
@@ -129,18 +129,6 @@ def tokenize_answer_first(examples: list[TrainExample], tokenizer) -> list[dict]
         rest = tokenizer(ANSWER_SEPARATOR + rationale, add_special_tokens=False)["input_ids"] if rationale else []
         rows.append({"input_ids": prompt + ans + rest + [eos], "labels": [-100] * len(prompt) + ans + rest + [eos], "answer_len": len(ans)})
     return rows
-
-
-def rationale_of(trace: FilteredTrace, thinking: str, tags: bool) -> str:
-    """The rationale the student learns. A reasoning teacher's thinking is kept (``train.thinking:
-    keep``; inside ``<think>`` tags for a CoT student, which then thinks before it answers) or
-    dropped, leaving what the teacher wrote after it."""
-    after = (trace.rationale or "").strip()
-    if not trace.thinking or thinking == "drop":
-        return after
-    if tags:
-        return f"<think>\n{trace.thinking.strip()}\n</think>\n\n{after}".strip()
-    return f"{trace.thinking.strip()}\n\n{after}".strip()
 
 
 def _dist(values: list[int]) -> dict:

@@ -31,7 +31,7 @@ def write_model_card(cfg: Config, model_dir: Path, stats: dict) -> None:
         _front_matter(cfg, cfg.student.model_name_or_path or cfg.teacher.model_name_or_path),
         f"# Student distilled from {cfg.teacher.model_name_or_path}",
         "",
-        f"Trained by [llmdistill](https://github.com/) (`{cfg.train.mode}` objective"
+        f"Trained by llmdistill (`{cfg.train.mode}` objective"
         + (f", then {cfg.kd.method} logit distillation" if cfg.kd.method != "none" else "") + f"). Initialised from {base}.",
         "",
         "## Training data",
