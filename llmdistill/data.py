@@ -134,6 +134,7 @@ def load_split(cfg: DataConfig, split: str) -> Split:
             unreadable.append(f"row {i} ({pid}): gold answer {problem.answer[:60]!r} is not a number or arithmetic expression")
             continue
         duplicated += bool(problem.choices) and duplicate_choices(problem.choices)
+        problem.row = i
         problems.append(problem)
     notes = {"rows": len(rows), "problems": len(problems), "unreadable_gold": len(unreadable), "duplicate_choices": duplicated}
     _warn_once(cfg, split, unreadable, duplicated)

@@ -60,7 +60,7 @@ def answer_all(cfg: Config, name: str, backend: Backend, problems: list[Problem]
     desc = f"evaluate {name}" + (f" ({params.n} samples)" if first_sample else "")
     for start in tqdm(range(0, len(problems), bs), desc=desc, unit="batch"):
         chunk = problems[start : start + bs]
-        requests = [Request(id=p.id, index=start + i, prompt=build_prompt(template, p.question, shots, chat, task=task),
+        requests = [Request(id=p.id, index=start + i if p.row is None else p.row, prompt=build_prompt(template, p.question, shots, chat, task=task),
                             seed=request_seed(params.seed, p.id)) for i, p in enumerate(chunk)]
         outs = backend.generate(requests, params)
         for p, completions in zip(chunk, outs):
@@ -146,21 +146,24 @@ def evaluate(cfg: Config, backends: dict[str, Backend] | None = None, overwrite:
         all_results, rationales, models = [], [], {}
         for name, spec in model_specs(cfg).items():
             backend = _backend(cfg, name, spec["path"], backends)
-            backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_test is not None)
+            backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_test is not None, rows=loaded.notes["rows"])
             t0 = time.time()
-            params = greedy
-            if name in ("student", "student_init") and cfg.train.mode == "step_by_step" and cfg.train.layout == "answer_first":
-                params = replace(greedy, stop=[*greedy.stop, ANSWER_SEPARATOR])  # its rationale follows the answer: do not write it
+            params, samples_params = greedy, sampled
+            first = name in ("student", "student_init") and cfg.answer_first()
+            if first:  # its rationale follows the answer: stop at the blank line
+                params, samples_params = (replace(p, stop=[*p.stop, ANSWER_SEPARATOR]) for p in (greedy, sampled))
             results = answer_all(cfg, name, backend, problems, spec["task"], spec["shots"], params)
             seconds = time.time() - t0
             models[name] = {"path": spec["path"], "backend": backend.name, "prompt": f"{spec['task']}, {spec['shots'] if spec['shots'] is not None else 'all'} shots",
                             **summarize(results, backend.num_parameters(), disk_size(spec["path"]), seconds)}
             if e.samples:
-                samples = answer_all(cfg, name, backend, problems, spec["task"], spec["shots"], sampled, first_sample=1)
+                samples = answer_all(cfg, name, backend, problems, spec["task"], spec["shots"], samples_params, first_sample=1)
                 models[name].update(sampled_metrics(samples, e.pass_k))
                 results += samples
             if e.inspect_rationales and spec["task"] == "label":
-                rationales += answer_all(cfg, f"{name}:rationale", backend, problems[: e.inspect_rationales], "rationale", spec["shots"], greedy)
+                # an answer-first student writes its rationale after the answer when not stopped; the others are asked the rationale task
+                task = "label" if first else "rationale"
+                rationales += answer_all(cfg, f"{name}:rationale", backend, problems[: e.inspect_rationales], task, spec["shots"], greedy)
             backend.close()
             log.info("%s: accuracy %s on %d problems", name, models[name]["accuracy"], len(problems))
             all_results.extend(results)

@@ -121,7 +121,7 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
         have = {t.key for t in rows if t.id in by_id}
         if have:
             log.info("resuming: %d traces of the selected problems already in %s", len(have), path)
-        index = {p.id: i for i, p in enumerate(problems)}
+        index = {p.id: i if p.row is None else p.row for i, p in enumerate(problems)}
         n = g.n
         todo = [p for p in problems if any((p.id, s) not in have for s in range(n))]
         t0, writer, owned = time.time(), None, backend is None
@@ -133,7 +133,7 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
                     return
                 if writer is None:  # start the engine only when there is something to ask
                     backend = backend or teacher_backend(cfg.teacher, g.seed, split)
-                    backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_train is not None)
+                    backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_train is not None, rows=loaded.notes["rows"])
                     writer = _Writer(cfg, backend, template, params, out, have)
                 writer.run(batch, index, **kw)
 

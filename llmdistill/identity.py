@@ -28,6 +28,10 @@ STAGE_INPUTS = {
 }
 SELECTION = {"generate": {"data.max_train"}}
 NOT_READ = {"generate": {"data.test_split", "data.max_test"}}  # the teacher never sees the test split here
+# Read by generate only to find the problems to rationalize (answers are read again by the filter).
+READ_TO_RATIONALIZE = {"data.answer_regex", "data.tolerance"}
+# What shapes the untrained student's prompt in an evaluation without the trained student.
+STUDENT_PROMPT = {"train.mode", "train.num_shots", "train.layout"}
 
 
 def _flatten(model: BaseModel, prefix: str, out: dict) -> None:
@@ -48,7 +52,7 @@ def inputs(cfg, stage: str) -> list[str]:
     not depend on how it would be trained (nor on the student, without the untrained one)."""
     sections = STAGE_INPUTS[stage]
     if stage == "evaluate" and "student" not in cfg.evaluate.models:
-        drop = {"filter", "train", "kd"} | (set() if "student_init" in cfg.evaluate.models else {"student"})
+        drop = {"filter", "kd"} | (set() if "student_init" in cfg.evaluate.models else {"student", "train"})
         sections = [s for s in sections if s not in drop]
     return sections
 
@@ -59,7 +63,22 @@ def content(cfg, stage: str, selection: bool = True) -> dict:
     for section in inputs(cfg, stage):
         _flatten(getattr(cfg, section), f"{section}.", out)
     drop = NOT_READ.get(stage, set()) | (set() if selection else SELECTION.get(stage, set()))
+    if stage == "generate" and not cfg.generate.rationalize:
+        drop |= READ_TO_RATIONALIZE
+    if stage == "evaluate" and "student" not in cfg.evaluate.models:  # the untrained student's prompt only
+        drop |= {k for k in out if k.startswith("train.") and k not in STUDENT_PROMPT}
+    out["data.prompt:template_hash"] = _template_hash(cfg.data.prompt)  # the prompt file's contents, not only its path
     return {k: v for k, v in out.items() if k not in drop}
+
+
+def _template_hash(path: str) -> str | None:
+    from llmdistill.errors import UserError
+    from llmdistill.prompts import load_prompt
+
+    try:
+        return load_prompt(path).hash
+    except UserError:  # a missing prompt file fails where it is read, with its own message
+        return None
 
 
 def content_hash(cfg, stage: str) -> str:

@@ -23,6 +23,7 @@ class Problem(Row):
     answer: str | None = None  # gold, normalized: a number/equation, a choice letter, or a label name
     choices: list[str] | None = None
     split: str = "train"
+    row: int | None = None  # the row's position in its split (replayed outputs align on it, even when rows were left out)
 
 
 class Trace(Problem):

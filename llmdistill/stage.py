@@ -108,7 +108,11 @@ class StageLock:
             holder = self.path.read_text().strip() if self.path.is_file() else ""
             raise UserError(f"{self.folder} is being written by another process (pid {holder or 'unknown'}): "
                             "wait for it to finish or stop it; one process writes a stage folder at a time") from None
-        self.path.write_text(f"{os.getpid()}\n")  # the holder's pid, for the message above
+        try:
+            self.path.write_text(f"{os.getpid()}\n")  # the holder's pid, for the message above
+        except BaseException:
+            self.lock.release()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

@@ -129,3 +129,17 @@ def test_an_empty_data_file_is_refused(make_config, scripted, tmp_path):
     cfg = make_config()
     (tmp_path / "data" / "train.jsonl").write_text("")
     one_line_error(invoke("generate", cfg), "(train)", "no rows")
+
+
+def test_retraining_to_the_same_weights_keeps_evaluate_complete(make_config, scripted):
+    """train's run id is a digest of the saved weights: a rerun that ends the same strands nothing downstream."""
+    from llmdistill.config.file import load_config
+    from llmdistill.stage import is_complete
+    from llmdistill.train import train
+
+    scripted.SCRIPT = correct_script() | correct_test_script()
+    path = make_config(train={"max_steps": 1})
+    assert invoke("run", path).exit_code == 0
+    cfg = load_config(path)
+    train(cfg)  # deterministic on CPU: the same weights again
+    assert is_complete(cfg, "evaluate")

@@ -11,7 +11,7 @@ from llmdistill.identity import changes, content
 BASE = {"output_dir": "out", "data": {"path": "data/quickstart"}, "teacher": {"model_name_or_path": "m"}}
 # A valid value other than the default for every operational field of the teacher and train sections.
 OTHER = {
-    "teacher": {"backend": "vllm", "device": "cpu", "batch_size": 3, "tensor_parallel_size": 2, "max_model_len": 512, "gpu_memory_utilization": 0.5,
+    "teacher": {"backend": "vllm", "device": "cpu", "batch_size": 3, "tensor_parallel_size": 2, "gpu_memory_utilization": 0.5,
                 "enable_prefix_caching": False, "base_url": "http://127.0.0.1:9999/v1", "api_key_env": "OTHER_KEY", "concurrency": 16,
                 "timeout_s": 5.0, "max_retries": 1, "backoff_s": 3.0},
     "train": {"logging_steps": 1, "save_steps": 7, "save_total_limit": 5, "resume": False, "gradient_checkpointing": True, "preflight_probe": False},
@@ -80,3 +80,24 @@ def test_a_lock_left_by_a_killed_process_never_blocks(tmp_path):
     t0 = time.time()
     with StageLock(cfg, "generate"):
         assert time.time() - t0 < 1.0
+
+
+def test_evaluating_the_untrained_student_depends_on_its_prompt_settings_and_the_prompt_file(tmp_path):
+    base = {**BASE, "evaluate": {"models": ["teacher", "student_init"]}}
+    a = Config.model_validate(base)
+    assert changes(a, Config.model_validate({**base, "train": {"learning_rate": 1e-3}}), "evaluate") == []  # not trained here
+    assert changes(a, Config.model_validate({**base, "train": {"mode": "label"}}), "evaluate") == ["train.mode: cot -> label"]
+    prompt = tmp_path / "p.yaml"
+    prompt.write_text("name: p\nexemplars: []\n")
+    b = Config.model_validate({**BASE, "data": {"path": "x", "prompt": str(prompt)}})
+    before = content(b, "generate")["data.prompt:template_hash"]
+    prompt.write_text("name: p\ninstruction: Think.\nexemplars: []\n")
+    assert content(b, "generate")["data.prompt:template_hash"] != before  # the file's contents are the prompt
+
+
+def test_generate_does_not_depend_on_how_answers_are_read_unless_it_rationalizes():
+    a = Config.model_validate(BASE)
+    b = Config.model_validate({**BASE, "data": {"path": "data/quickstart", "answer_regex": "####\\s*(.+)", "tolerance": 0.01}})
+    assert changes(a, b, "generate") == [] and changes(a, b, "filter") != []
+    r = {**BASE, "generate": {"rationalize": True}}
+    assert changes(Config.model_validate(r), Config.model_validate({**r, "data": b.data.model_dump()}), "generate") != []

@@ -91,3 +91,20 @@ def test_replay_of_the_first_rows_when_the_split_is_limited(tmp_path, monkeypatc
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in (tmp_path / "evaluate" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and rows[3]["output"] == json.loads((SVAMP / "palm" / "test_CoT_0.json").read_text())[3]
+
+
+def test_positional_replay_stays_aligned_when_a_row_is_left_out(tmp_path, make_config, scripted):
+    """A row whose gold answer cannot be read is left out; every other problem keeps its own completion."""
+    from llmdistill.config.file import load_config
+    from llmdistill.generate import generate
+
+    rows = [{"question": f"Q{i}: what is {i} + 1?", "answer": a} for i, a in enumerate(["1", "N/A", "3", "4"])]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "palm.json").write_text(json.dumps([f"for row {i}. The answer is {i + 1}." for i in range(4)]))
+    cfg = load_config(make_config(data={"path": str(tmp_path / "d")}, teacher={"backend": "replay", "batch_size": 4,
+                                                                             "replay": {"train": [str(tmp_path / "palm.json")]}}))
+    stats = generate(cfg)
+    traces = read_rows(cfg.stage_dir("generate") / "traces.jsonl", Trace)
+    assert stats["data"]["unreadable_gold"] == 1 and [t.completion for t in traces] == ["for row 0. The answer is 1.", "for row 2. The answer is 3.",
+                                                                                         "for row 3. The answer is 4."]

@@ -63,8 +63,9 @@ class Backend(ABC):
         """The prompt as the model sees it, for the trace's provenance."""
         return prompt if isinstance(prompt, str) else json.dumps(prompt)
 
-    def check_alignment(self, problem_ids: list[str], first_rows: bool = False) -> None:
-        """Fail before any work when the engine cannot answer these problems (replayed outputs)."""
+    def check_alignment(self, problem_ids: list[str], first_rows: bool = False, rows: int | None = None) -> None:
+        """Fail before any work when the engine cannot answer these problems (replayed outputs).
+        ``rows``: the split's row count, when some rows were left out (unreadable gold answers)."""
 
     def num_parameters(self) -> int | None:
         return None

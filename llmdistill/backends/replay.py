@@ -62,13 +62,15 @@ class ReplayBackend(Backend):
         self.files = files
         self.positional, self.keyed = _load_files(files)
 
-    def check_alignment(self, problem_ids: list[str], first_rows: bool = False) -> None:
+    def check_alignment(self, problem_ids: list[str], first_rows: bool = False, rows: int | None = None) -> None:
         """Fail before any work when the replayed completions do not match the split.
 
         ``first_rows``: the problems are the split's first rows (``data.max_train``/``max_test``),
-        so a positional list may be longer; its first entries are theirs.
+        so a positional list may be longer; its first entries are theirs. A positional list aligns
+        with the split's rows (``rows``), whether or not some were left out: each problem reads the
+        completion at its own row.
         """
-        n, m = len(self.positional or []), len(problem_ids)
+        n, m = len(self.positional or []), rows if rows is not None else len(problem_ids)
         if self.positional is not None and (n < m or (n > m and not first_rows)):
             raise UserError(f"replay files {self.files} hold {n} completions for {m} problems")
         if self.keyed is not None:

@@ -41,7 +41,7 @@ class EvaluateConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = content("float32")
     device: str = operational("auto")  # transformers only; vLLM places the model itself
     gpu_memory_utilization: float | None = operational(None, gt=0, le=1)  # vllm only (None: 0.9 on GPU, 0.4 on CPU)
-    max_model_len: int | None = operational(None, ge=16)  # vllm only
+    max_model_len: int | None = content(None, ge=16)  # vllm only; content: it can cap a generation
 
     @model_validator(mode="after")
     def _samples(self):

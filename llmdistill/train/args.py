@@ -6,7 +6,6 @@ scheduler, weight decay, save cadence) means the same thing in both phases.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 from llmdistill.config import Config
@@ -60,9 +59,9 @@ def lora_config(cfg: Config):
 def sft_config(cfg: Config, output_dir: str, has_validation: bool):
     """TRL's SFTConfig for the train section; with validation, checkpoints land on evaluation steps."""
     t = cfg.train
-    save_steps = t.save_steps
-    if has_validation:  # the best checkpoint needs saving at evaluation steps
-        save_steps = t.eval_steps * max(1, math.ceil(save_steps / t.eval_steps)) if save_steps else t.eval_steps
+    # With validation every evaluated step is saved, so the best checkpoint can be any of them
+    # (save_steps stays operational: it does not decide which checkpoint wins).
+    save_steps = t.eval_steps if has_validation else t.save_steps
     # The paper's step-by-step batch counts problems: each gives a label and a rationale example.
     per_step = t.per_device_train_batch_size * (2 if t.mode == "step_by_step" and t.batch_unit == "problems" else 1)
     accuracy = has_validation and t.select_on == "accuracy"
@@ -74,7 +73,7 @@ def sft_config(cfg: Config, output_dir: str, has_validation: bool):
         per_device_train_batch_size=per_step,
         per_device_eval_batch_size=per_step,
         # plain SFT: HF's length-grouped sampler; step_by_step groups by length in its own sampler
-        train_sampling_strategy="group_by_length" if t.group_by_length and t.mode != "step_by_step" else "random",
+        train_sampling_strategy="group_by_length" if t.group_by_length and (t.mode != "step_by_step" or cfg.answer_first()) else "random",
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         max_length=t.max_length,
         packing=t.packing,

@@ -103,7 +103,7 @@ def build_examples(cfg: Config, traces: list[FilteredTrace], tokenizer, problems
             continue
         label = label_of(tr)
         rationale = tr.training_rationale(t.thinking == "keep", tags=False)
-        if t.layout == "answer_first":
+        if cfg.answer_first():
             if label is not None:
                 answer = template.output_text("label", "", label)
                 out.append(TrainExample(**example(tr, tr.sample, "label", "", label).model_dump(exclude={"task", "completion"}),
@@ -124,7 +124,7 @@ def tokenize_answer_first(examples: list[TrainExample], tokenizer) -> list[dict]
     rows = []
     for e in examples:
         answer, _, rationale = e.completion.partition(ANSWER_SEPARATOR)
-        prompt = tokenizer(e.prompt, add_special_tokens=False)["input_ids"]
+        prompt = tokenizer(e.prompt)["input_ids"]  # as TRL tokenizes the prompts of the other objectives
         ans = tokenizer(answer, add_special_tokens=False)["input_ids"]
         rest = tokenizer(ANSWER_SEPARATOR + rationale, add_special_tokens=False)["input_ids"] if rationale else []
         rows.append({"input_ids": prompt + ans + rest + [eos], "labels": [-100] * len(prompt) + ans + rest + [eos], "answer_len": len(ans)})

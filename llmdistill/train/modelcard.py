@@ -52,7 +52,8 @@ def write_model_card(cfg: Config, model_dir: Path, stats: dict) -> None:
     lines += ["", "Settings:", "", "```yaml", yaml.safe_dump(settings, sort_keys=False).rstrip(), "```", "",
               "## Use", "",
               f"The student answers the `{cfg.student_task()}` prompt of `{cfg.data.prompt}` with {cfg.student_shots()} exemplar(s)"
-              + (" and writes only the answer (no rationale)." if cfg.student_task() == "label" else ", rationale then answer."),
+              + (" and writes its answer, then a blank line and its rationale: stop it at the blank line (stop string \"\\n\\n\") for the answer alone."
+                 if cfg.answer_first() else " and writes only the answer (no rationale)." if cfg.student_task() == "label" else ", rationale then answer."),
               "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
               f"model = AutoModelForCausalLM.from_pretrained(\"{model_dir}\")", f"tokenizer = AutoTokenizer.from_pretrained(\"{model_dir}\")", "```", ""]
     (model_dir / "README.md").write_text("\n".join(lines))

@@ -77,8 +77,10 @@ class Monitored:
         correct = 0
         try:
             for start in range(0, len(v.prompts), v.batch_size):
-                enc = tok(v.prompts[start : start + v.batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-                out = model.generate(**enc, max_new_tokens=v.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+                # tokenized as TRL tokenizes the training prompts; stopped where evaluation stops the student
+                enc = tok(v.prompts[start : start + v.batch_size], return_tensors="pt", padding=True).to(model.device)
+                out = model.generate(**enc, max_new_tokens=v.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                                     stop_strings=v.stops or None, tokenizer=tok)
                 texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
                 for text, problem in zip(texts, v.problems[start : start + v.batch_size]):
                     parsed = parse_completion(text, v.stops, v.data.answer_regex)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from llmdistill.answers import cut_runaway
+from llmdistill.answers import THINK_CLOSE, cut_runaway
 from llmdistill.config import Config
 from llmdistill.errors import UserError
 from llmdistill.prompts import answer_stops, load_prompt
@@ -30,6 +30,14 @@ def tokens_to_keep(ids: list[int], text: str, tokenizer) -> int:
     return lo
 
 
+def one_answer(completion: str, stop: list[str]) -> str:
+    """The completion up to where the filter read its one answer: a reasoning model's thinking is
+    kept whole, and only the text after it is cut at a runaway continuation (as ``parse_completion`` does)."""
+    close = completion.find(THINK_CLOSE)
+    head, tail = (completion[: close + len(THINK_CLOSE)], completion[close + len(THINK_CLOSE) :]) if close != -1 else ("", completion)
+    return head + cut_runaway(tail, stop)[0]
+
+
 def tokenize_with_teacher(cfg: Config, traces: list[FilteredTrace], examples: list[TrainExample], tokenizer, student_path: str):
     """(examples, rows, preflight report): rows hold input_ids, labels (prompt masked) and the
     teacher's top-k ids/logprobs aligned with the token each position predicts."""
@@ -47,9 +55,9 @@ def tokenize_with_teacher(cfg: Config, traces: list[FilteredTrace], examples: li
             continue
         if any(not isinstance(c[0], int) for step in tr.top_logprobs for c in step):
             raise UserError("kd.method 'offline_topk' needs token ids in top_logprobs: generate with the vllm or transformers backend")
-        n = tokens_to_keep(tr.completion_ids, cut_runaway(tr.completion, stop)[0], tokenizer)
+        n = tokens_to_keep(tr.completion_ids, one_answer(tr.completion, stop), tokenizer)
         completion = [i for i in tr.completion_ids[:n] if i != eos]
-        prompt = tokenizer(e.prompt, add_special_tokens=False)["input_ids"]
+        prompt = tokenizer(e.prompt)["input_ids"]  # as TRL tokenizes the prompts of the other objectives
         k = max(len(step) for step in tr.top_logprobs[:n]) if n else 1
         t_ids = [[-1] * k for _ in prompt]
         t_lps = [[0.0] * k for _ in prompt]

@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 def train(cfg: Config, overwrite: bool = False) -> dict:
     """Fine-tune the student on the kept traces; returns the stage stats."""
     require_complete(cfg, "filter")
+    if cfg.kd.method == "on_policy":
+        from llmdistill.train.onpolicy import vllm_args
+
+        vllm_args(cfg)  # refuse an engine that cannot serve the student before hours of SFT, not after
     with StageRun(cfg, "train", overwrite) as run:
         traces = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
         if not traces and not (cfg.train.mode == "label" and cfg.train.label_source == "gold"):
@@ -46,4 +50,5 @@ def train(cfg: Config, overwrite: bool = False) -> dict:
         from llmdistill.train.modelcard import write_model_card
 
         write_model_card(cfg, run.dir / "model", stats)
-        return run.finish(stats)
+        # a rerun that ends with the same weights (a resume from the last checkpoint) keeps evaluate complete
+        return run.finish(stats, outputs=sorted((run.dir / "model").glob("*.safetensors")) or None)

@@ -9,7 +9,7 @@ import time
 from llmdistill.config import Config
 from llmdistill.data import load_problems
 from llmdistill.jsonl import write_rows
-from llmdistill.prompts import PromptRenderer, answer_stops, load_prompt
+from llmdistill.prompts import ANSWER_SEPARATOR, PromptRenderer, answer_stops, load_prompt
 from llmdistill.records import FilteredTrace, TrainExample
 from llmdistill.stage import StageRun
 from llmdistill.train.checkpoints import checkpoint_dir, train_and_save
@@ -51,7 +51,7 @@ def probe_seconds_per_token(trainer, n: int = 4) -> float | None:
 def _estimate_seconds(cfg: Config, report: dict, n_train: int, seconds_per_token: float) -> float:
     t = cfg.train
     if t.max_steps > 0:
-        per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps
+        per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * (2 if t.batch_unit == "problems" else 1)
         return report["train_tokens_per_epoch"] * t.max_steps * per_step / max(1, n_train) * seconds_per_token
     return report["train_tokens_per_epoch"] * t.num_train_epochs * seconds_per_token
 
@@ -64,9 +64,11 @@ def validation_set(cfg: Config, examples: list[TrainExample], tokenizer) -> Vali
         return None
     template = load_prompt(cfg.data.prompt)
     render = PromptRenderer(template, tokenizer, cfg.student_shots(), cfg.data.prompt_format)
-    problems = [p for p in load_problems(cfg.data, cfg.data.train_split) if p.id in held_out]
+    problems = [p for p in load_problems(cfg.data, cfg.data.train_split) if p.id in held_out and p.answer is not None]  # labelled only
+    stops = answer_stops(template, cfg.data) + ([ANSWER_SEPARATOR] if cfg.answer_first() else [])  # as the student is evaluated
+    tokens = t.eval_max_new_tokens or (cfg.evaluate.max_new_tokens if cfg.student_task() == "cot" else 32)
     return ValidationSet(prompts=[render(p.question, cfg.student_task()) for p in problems], problems=problems, data=cfg.data,
-                         stops=answer_stops(template, cfg.data), max_new_tokens=t.eval_max_new_tokens, batch_size=16)
+                         stops=stops, max_new_tokens=tokens, batch_size=16)
 
 
 def run_sft(cfg: Config, run: StageRun, student_path: str, traces: list[FilteredTrace], identity: dict) -> dict:
@@ -82,7 +84,7 @@ def run_sft(cfg: Config, run: StageRun, student_path: str, traces: list[Filtered
         examples, tokenized, report = tokenize_with_teacher(cfg, traces, examples, tokenizer, student_path)
     else:
         examples, report = preflight(cfg, examples, tokenizer)
-        if cfg.train.mode == "step_by_step" and cfg.train.layout == "answer_first":
+        if cfg.answer_first():
             tokenized = tokenize_answer_first(examples, tokenizer)
     write_rows(run.dir / "examples.jsonl", examples)
     ckpt, resume_from = checkpoint_dir(run.dir, "checkpoints", {**identity, "phase": "sft"}, cfg.train.resume, run.overwrite)

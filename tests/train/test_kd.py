@@ -92,6 +92,7 @@ def test_vllm_generation_for_on_policy_kd_is_refused_without_a_gpu(make_config, 
     cfg = run_to_filter(make_config, scripted, kd={"method": "on_policy", "after_sft": False, "max_steps": 1, "generation": "vllm"})
     with pytest.raises(UserError, match="kd.generation 'vllm' writes the student's completions with vLLM on a CUDA GPU.*kd.generation: transformers"):
         train(cfg)
+    assert not (cfg.stage_dir("train") / "checkpoints").exists()  # refused before any SFT step, not after
     with pytest.raises(UserError, match="kd.vllm_server_base_url is not read"):
         load_config(make_config(kd={"method": "on_policy", "generation": "vllm", "vllm_server_base_url": "http://127.0.0.1:8001"}))
     with pytest.raises(UserError, match="kd.generation is not read with kd.method 'none'"):
@@ -102,3 +103,12 @@ def test_each_phase_reports_its_seconds_per_step(make_config, scripted):
     cfg = run_to_filter(make_config, scripted, kd={"method": "on_policy", "max_steps": 2, "max_new_tokens": 4, "per_device_train_batch_size": 2})
     stats = train(cfg)
     assert stats["sft"]["seconds_per_step"] > 0 and stats["kd"]["seconds_per_step"] > 0
+
+
+def test_offline_kd_keeps_a_reasoning_teachers_thinking_whole():
+    from llmdistill.train.offline_kd import one_answer
+
+    stops = ["\n\nQ:", "\nQuestion:"]
+    text = "<think>\nQ: is it 3?\n\nThe answer is 3.\n\nNo, wait.\n</think>\n\nThe answer is 4.\n\nQ: next one"
+    assert one_answer(text, stops) == "<think>\nQ: is it 3?\n\nThe answer is 3.\n\nNo, wait.\n</think>\n\nThe answer is 4."
+    assert one_answer("The answer is 4.\n\nQ: next", stops) == "The answer is 4."
