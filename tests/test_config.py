@@ -127,3 +127,11 @@ def test_evaluate_engine_settings_and_replay_samples(tmp_path):
     with pytest.raises(UserError, match="a replayed teacher has only its recorded completions"):
         load_config(write(tmp_path, {**BASE, "teacher": replay, "evaluate": {"samples": 4, "pass_k": [1]}}))
     assert load_config(write(tmp_path, {**BASE, "teacher": replay, "evaluate": {"samples": 4, "pass_k": [1], "models": ["student"]}}))
+
+
+@pytest.mark.parametrize("train,unread", [({"alpha": 0.3}, "train.alpha"), ({"mode": "label", "gold_label": "as_written"}, "train.gold_label"),
+                                          ({"eval_steps": 10}, "train.eval_steps"), ({"mode": "cot", "label_source": "gold"}, "train.label_source")])
+def test_train_settings_the_objective_does_not_read_are_refused(tmp_path, train, unread):
+    with pytest.raises(UserError, match=rf"{unread} is not read with these train settings"):
+        load_config(write(tmp_path, {**BASE, "train": train}))
+    assert load_config(write(tmp_path, {**BASE, "train": {"mode": "label", "label_source": "gold", "gold_label": "as_written"}}))

@@ -102,8 +102,19 @@ class TrainConfig(Section):
             raise ValueError("train.layout is a setting of mode 'step_by_step'")
         if self.select_on == "accuracy" and not self.validation_fraction:
             raise ValueError("train.select_on 'accuracy' needs validation problems: set train.validation_fraction (e.g. 0.1)")
+        unread = set()
+        if self.mode != "step_by_step":
+            unread |= {"alpha", "batch_unit", "layout"}
+        if self.mode == "cot":
+            unread |= {"label_source"}
+        if self.label_source != "gold" or self.mode == "cot":
+            unread |= {"gold_label"}
+        if not self.validation_fraction:
+            unread |= {"eval_steps", "select_on"}
         if self.select_on == "loss":
-            self.refuse_unread("train", set(type(self).model_fields) - {"eval_max_new_tokens"}, "unless train.select_on is 'accuracy'")
+            unread |= {"eval_max_new_tokens"}
+        self.refuse_unread("train", set(type(self).model_fields) - unread, f"with these train settings (mode {self.mode!r}, "
+                           f"label_source {self.label_source!r}, validation_fraction {self.validation_fraction})")
         return self
 
 

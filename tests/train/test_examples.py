@@ -17,10 +17,11 @@ def test_gold_labels_are_written_as_numbers(make_config, scripted, tmp_path):
     from llmdistill.records import Problem
     from llmdistill.train.examples import gold_output
 
-    cfg = load_config(make_config())
+    gold = {"mode": "label", "label_source": "gold"}
+    cfg = load_config(make_config(train=gold))
     assert gold_output(Problem(id="x", question="q", answer="( 10.0 * 45.0 )"), cfg) == "450"
     assert gold_output(Problem(id="x", question="q", answer="2.50"), cfg) == "2.5"
-    written = load_config(make_config(), ["train.gold_label=as_written"])
+    written = load_config(make_config(train=gold), ["train.gold_label=as_written"])
     assert gold_output(Problem(id="x", question="q", answer="( 10.0 - ( 6.0 + 3.5 ) )"), written) == "(10 - (6 + 3.5))"
     assert gold_output(Problem(id="x", question="q", answer="2.50"), written) == "2.50"
     assert cfg.stage_hash("train") != written.stage_hash("train")
