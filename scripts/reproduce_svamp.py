@@ -87,7 +87,9 @@ def run_arm(cfg, train: bool = True) -> dict:
     train = read_stats(cfg, "train") or {}
     history = (train.get("sft") or {}).get("log_history") or []
     curve = [(h["step"], h["eval_accuracy"]) for h in history if "eval_accuracy" in h]
-    return {"report": report, "curve": curve, "seen": train.get("seen"), "best_eval_accuracy": train.get("best_eval_accuracy"),
+    examples = cfg.stage_dir("train") / "examples.jsonl"
+    held_out = len({json.loads(line)["id"] for line in examples.read_text().splitlines() if '"validation"' in line}) if examples.is_file() else 0
+    return {"report": report, "curve": curve, "held_out": held_out, "seen": train.get("seen"), "best_eval_accuracy": train.get("best_eval_accuracy"),
             "best_checkpoint": (train.get("sft") or {}).get("best_checkpoint"),
             "train": {k: (train.get("sft") or {}).get(k, train.get(k)) for k in ("steps", "examples", "train_loss", "train_seconds", "tokens_seen")},
             "seconds": round(time.time() - t0, 1), "output_dir": cfg.output_dir}
@@ -161,7 +163,7 @@ def main(args) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)
-    plot_curves({k: r["curve"] for k, r in runs.items() if r.get("curve")}, out / "curves.png", args)
+    plot_curves({f"{k} ({r['held_out']} held-out problems)": r["curve"] for k, r in runs.items() if r.get("curve")}, out / "curves.png", args)
     (out / "results.md").write_text(text)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "accuracy": acc, "ci": ci, "gap_closed": gap, "pairs": pairs,
                                                   "runs": {k: {**r, "report": r["report"]["models"]} for k, r in runs.items()}}, indent=2))
@@ -181,7 +183,8 @@ def plot_curves(curves: dict[str, list], path: Path, args) -> None:
         ax.plot([s for s, _ in points], [100 * a for _, a in points], marker=marker, label=name)
     ax.set_xlabel(f"training step (batch {args.batch_size} problems)")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"SVAMP, SmolLM2-135M: accuracy on {args.validation_fraction:g} of the train problems, held out")
+    ax.set_title(f"SVAMP, SmolLM2-135M: validation accuracy on each arm's own held-out train problems\n"
+                 f"({args.validation_fraction:g} of them; step_by_step holds out only problems with a kept teacher trace)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
