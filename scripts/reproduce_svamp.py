@@ -41,6 +41,8 @@ ARMS = {
     "label_teacher": {"train.mode": "label", "train.label_source": "teacher"},
     "step_by_step": {"train.mode": "step_by_step", "train.label_source": "teacher", "train.alpha": 0.5},
     "cot": {"train.mode": "cot"},
+    # one sequence per problem: answer, blank line, rationale (train.layout answer_first)
+    "answer_first": {"train.mode": "step_by_step", "train.layout": "answer_first", "train.label_source": "teacher", "train.alpha": 0.5},
 }
 # Issue 13's levers, as flags: --batch-unit problems (the paper's batching: each step's B problems
 # give a label and a rationale example each), --validation-fraction/--eval-steps/--select-on accuracy
@@ -61,7 +63,7 @@ def config(args, name: str, settings: dict, fraction: float = 1.0, models: str =
         "train.num_shots": 0, "train.max_steps": args.steps, "train.per_device_train_batch_size": args.batch_size,
         "train.learning_rate": args.lr, "train.seed": args.seed, "train.max_length": 512, "train.logging_steps": 10,
         "train.warmup_steps": 0.05, "train.data_fraction": fraction, "train.group_by_length": args.group_by_length,
-        **({"train.batch_unit": args.batch_unit} if settings.get("train.mode") == "step_by_step" else {}),
+        **({"train.batch_unit": args.batch_unit} if settings.get("train.mode") == "step_by_step" and "train.layout" not in settings else {}),
         **({"train.validation_fraction": args.validation_fraction, "train.eval_steps": args.eval_steps, "train.select_on": args.select_on,
             "train.save_steps": args.eval_steps} if args.validation_fraction else {}),
         **({"train.eval_max_new_tokens": 24 if label_prompt else args.cot_tokens} if args.select_on == "accuracy" else {}),
