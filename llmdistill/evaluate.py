@@ -60,8 +60,8 @@ def answer_all(cfg: Config, name: str, backend: Backend, problems: list[Problem]
     desc = f"evaluate {name}" + (f" ({params.n} samples)" if first_sample else "")
     for start in tqdm(range(0, len(problems), bs), desc=desc, unit="batch"):
         chunk = problems[start : start + bs]
-        requests = [Request(id=p.id, index=start + i if p.row is None else p.row, prompt=build_prompt(template, p.question, shots, chat, task=task),
-                            seed=request_seed(params.seed, p.id)) for i, p in enumerate(chunk)]
+        requests = [Request(id=p.id, index=p.row, prompt=build_prompt(template, p.question, shots, chat, task=task),
+                            seed=request_seed(params.seed, p.id)) for p in chunk]
         outs = backend.generate(requests, params)
         for p, completions in zip(chunk, outs):
             for s, c in enumerate(completions):

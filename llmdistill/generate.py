@@ -48,8 +48,8 @@ def _check_provenance(rows: list[Trace], problems: dict[str, Problem], want: dic
 class _Writer:
     """Asks the teacher in batches and appends the new traces, with a progress bar."""
 
-    def __init__(self, cfg: Config, backend: Backend, template: PromptTemplate, params: SamplingParams, out: RowAppender, have: set):
-        self.cfg, self.backend, self.template, self.params, self.out, self.have = cfg, backend, template, params, out, have
+    def __init__(self, cfg: Config, backend: Backend, template: PromptTemplate, params: SamplingParams, out: RowAppender, rows: list[Trace], have: set):
+        self.cfg, self.backend, self.template, self.params, self.out, self.rows, self.have = cfg, backend, template, params, out, rows, have
         self.chat = wants_chat(cfg.data.prompt_format, backend.supports_chat)
         self.tokens_out = 0
         self.problems_done = 0
@@ -78,6 +78,7 @@ class _Writer:
                 if (p.id, first_sample + s) not in self.have
             ]
             self.out.write(rows)
+            self.rows.extend(rows)  # the stage's traces so far: no need to read the file back
             self.have.update(r.key for r in rows)
             self.tokens_out += sum(r.completion_tokens for r in rows)
             bar.update(len(chunk))
@@ -118,10 +119,11 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
         if bad:
             move_aside(path)
             rows = []
-        have = {t.key for t in rows if t.id in by_id}
+        selected = [t for t in rows if t.id in by_id]  # grows with every batch written (see _Writer)
+        have = {t.key for t in selected}
         if have:
             log.info("resuming: %d traces of the selected problems already in %s", len(have), path)
-        index = {p.id: i if p.row is None else p.row for i, p in enumerate(problems)}
+        index = {p.id: p.row for p in problems}  # replayed outputs align on the row, even when rows were left out
         n = g.n
         todo = [p for p in problems if any((p.id, s) not in have for s in range(n))]
         t0, writer, owned = time.time(), None, backend is None
@@ -134,20 +136,19 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
                 if writer is None:  # start the engine only when there is something to ask
                     backend = backend or teacher_backend(cfg.teacher, g.seed, split)
                     backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_train is not None, rows=loaded.notes["rows"])
-                    writer = _Writer(cfg, backend, template, params, out, have)
+                    writer = _Writer(cfg, backend, template, params, out, selected, have)
                 writer.run(batch, index, **kw)
 
             ask(todo)
             if g.rationalize:
-                hard = _needs_hint(cfg, problems, recover_rows(path, Trace), answer_stops(template, cfg.data))
+                hard = _needs_hint(cfg, problems, selected, answer_stops(template, cfg.data))
                 hard = [p for p in hard if any((p.id, s) not in have for s in range(n, 2 * n))]
                 log.info("rationalizing %d problems with no correct sample", len(hard))
                 ask(hard, first_sample=n, hint=True, desc="rationalize")
         tokens_out, done = (writer.tokens_out, writer.problems_done) if writer else (0, 0)
         if owned and backend is not None:
             backend.close()  # free the engine's memory before the next stage
-        rows = [r for r in recover_rows(path, Trace) if r.id in by_id]
-        return run.finish({**_summary(rows, problems, done, tokens_out, time.time() - t0), "data": loaded.notes}, outputs=[path])
+        return run.finish({**_summary(selected, problems, done, tokens_out, time.time() - t0), "data": loaded.notes}, outputs=[path])
 
 
 def _summary(rows: list[Trace], problems: list[Problem], done: int, new_tokens_out: int, seconds: float) -> dict:
