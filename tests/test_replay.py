@@ -77,7 +77,7 @@ def test_svamp_palm_replay_writes_800_traces_with_provenance(tmp_path, monkeypat
 
 def test_svamp_palm_teacher_evaluates_from_replay(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    result = CliRunner().invoke(app, ["evaluate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path}"])
+    result = CliRunner().invoke(app, ["evaluate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path}", "--set", "evaluate.models=[teacher]"])
     assert result.exit_code == 0, result.output
     teacher = json.loads((tmp_path / "evaluate" / "report.json").read_text())["models"]["teacher"]
     assert teacher["n"] == 200 and 0.75 <= teacher["accuracy"] <= 0.80 and teacher["backend"] == "replay"
@@ -87,7 +87,8 @@ def test_svamp_palm_teacher_evaluates_from_replay(tmp_path, monkeypatch):
 
 def test_replay_of_the_first_rows_when_the_split_is_limited(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    result = CliRunner().invoke(app, ["evaluate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path}", "--set", "data.max_test=10"])
+    result = CliRunner().invoke(app, ["evaluate", "configs/svamp_palm.yaml", "--set", f"output_dir={tmp_path}", "--set", "data.max_test=10",
+                                   "--set", "evaluate.models=[teacher]"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in (tmp_path / "evaluate" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and rows[3]["output"] == json.loads((SVAMP / "palm" / "test_CoT_0.json").read_text())[3]

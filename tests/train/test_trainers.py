@@ -52,11 +52,11 @@ def test_step_by_step_loss_equals_the_hand_computed_weighted_mean(make_config, s
     assert batch["task"].tolist() == [0, 1, 0, 1]
     model = trainer.model.eval()
     with torch.no_grad():
-        got = trainer.compute_loss(model, dict(batch)).item()
+        got = trainer.compute_loss(model, {k: v.to(model.device) for k, v in batch.items()}).item()
         per_example = []
         for i in range(4):  # each example alone, through the model's own loss: mean over its completion tokens
-            ids = torch.tensor([ds[i]["input_ids"]])
-            labels = torch.tensor([ds[i]["labels"]])
+            ids = torch.tensor([ds[i]["input_ids"]], device=model.device)
+            labels = torch.tensor([ds[i]["labels"]], device=model.device)
             per_example.append(model(input_ids=ids, labels=labels).loss.item())
     want = 0.3 * (per_example[0] + per_example[2]) / 2 + 0.7 * (per_example[1] + per_example[3]) / 2
     assert got == pytest.approx(want, rel=1e-4)
@@ -177,11 +177,11 @@ def test_answer_first_loss_weighs_answer_and_rationale_tokens_apart(make_config,
     batch = trainer.data_collator([{k: ds[i][k] for k in ("input_ids", "labels", "answer_len")} for i in range(2)])
     model = trainer.model.eval()
     with torch.no_grad():
-        got = trainer.compute_loss(model, dict(batch)).item()
+        got = trainer.compute_loss(model, {k: v.to(model.device) for k, v in batch.items()}).item()
         answer, rationale = [], []
         for i in range(2):
             ids, labels, n = ds[i]["input_ids"], ds[i]["labels"], ds[i]["answer_len"]
-            logp = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+            logp = model(input_ids=torch.tensor([ids], device=model.device)).logits[0].log_softmax(-1)
             target = [(t, labels[t]) for t in range(1, len(ids)) if labels[t] != -100]  # completion tokens, in order
             nll = [-logp[t - 1, tok].item() for t, tok in target]
             answer.append(sum(nll[:n]) / n)
@@ -198,7 +198,8 @@ def test_an_answer_first_student_trains_and_stops_after_its_answer(make_config, 
     examples = read_rows(cfg.stage_dir("train") / "examples.jsonl", TrainExample)
     assert stats["steps"] == 2 and {e.task for e in examples} == {"answer_rationale"} and len(examples) == 6
     assert examples[0].completion == "The answer is 2.\n\nSam has 0 + 2 = 2 apples."
-    assert stats["seen"]["answer_rationale_examples"] == 4  # 2 steps x 2 problems, one sequence each
+    seen = stats["seen"]  # 2 steps x 2 problems, one sequence each: its answer tokens count as label tokens, the rest as rationale
+    assert seen["label_examples"] == seen["rationale_examples"] == 4 and 4 * 5 <= seen["label_tokens"] < seen["rationale_tokens"]
     evaluate(cfg)
     outputs = [json.loads(line)["output"] for line in (cfg.stage_dir("evaluate") / "results.jsonl").read_text().splitlines()]
     assert outputs and all("\n\n" not in o for o in outputs)
