@@ -29,6 +29,8 @@ class PromptTemplate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str
+    # None: the chat template's own default, if it has one (SmolLM2 and Qwen write one); "" drops it
+    # (an empty system turn: a few tokens instead of the default's sentence, on every example)
     system: str | None = None
     instruction: str = ""
     question_format: str = "Q: {question}"
@@ -68,7 +70,7 @@ class PromptTemplate(BaseModel):
 
     def messages(self, question: str, num_shots: int | None = None, task: str = "cot") -> list[dict]:
         """Chat form: the instruction rides on the first user turn; exemplars are earlier turns."""
-        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        msgs = [{"role": "system", "content": self.system}] if self.system is not None else []
         turns = [(e.question, self.output_text(task, e.rationale, e.answer)) for e in self._shots(num_shots)]
         instruction = self._instruction(task)
         for i, (q, a) in enumerate(turns + [(question, None)]):

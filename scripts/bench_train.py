@@ -48,7 +48,8 @@ def config(out: str, model: str, mode: str, packing: bool, args):
         "filter": {"decontaminate": {"enabled": False}},
         "student": {"init": "pretrained", "model_name_or_path": model},
         "train": {"mode": mode, "num_shots": 0, "packing": packing, "max_length": 512, "per_device_train_batch_size": args.batch_size,
-                  "max_steps": args.warmup + args.steps, "logging_steps": 1000, "learning_rate": 1e-5, "preflight_probe": False},
+                  "max_steps": args.warmup + args.steps, "logging_steps": 1000, "learning_rate": 1e-5, "preflight_probe": False,
+                  **({"batch_unit": "examples"} if mode == "step_by_step" else {})},
     })
 
 
@@ -148,6 +149,50 @@ def run_arm(arm: str, args) -> dict:
                 "peak_memory_mib": peak_memory_mib(), "params": params, "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
+PADDING_ARMS = {  # name: train settings; every arm at batch --batch-size problems (label: examples = problems)
+    "label_gold": {"mode": "label", "label_source": "gold", "gold_label": "as_written"},
+    "step_by_step_gold (two tasks)": {"mode": "step_by_step", "label_source": "gold", "gold_label": "as_written"},
+    "answer_first_gold": {"mode": "step_by_step", "layout": "answer_first", "label_source": "gold", "gold_label": "as_written"},
+}
+
+
+def padding_table(args) -> list[dict]:
+    """``--padding``: the share of pad positions in one epoch of the batches each trainer would
+    collate (its own sampler and collator, no training step), with random and with length-grouped
+    batches. On CPU the cost of a step follows the padded tokens, so this is the compute saved."""
+    sys.path.insert(0, str(ROOT))
+    from llmdistill.backends.hf import load_tokenizer
+    from llmdistill.data import load_problems
+    from llmdistill.filter import filter_traces
+    from llmdistill.generate import generate
+    from llmdistill.jsonl import read_rows
+    from llmdistill.records import FilteredTrace
+    from llmdistill.train.examples import build_examples, preflight, tokenize_answer_first
+    from llmdistill.train.trainers import make_trainer
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, settings in PADDING_ARMS.items():
+            for grouped in (False, True):
+                cfg = config(tmp, args.model, "label", False, args)
+                cfg = cfg.model_validate({**cfg.model_dump(), "train": {**cfg.train.model_dump(exclude_unset=True), **settings, "group_by_length": grouped,
+                                                                         "batch_unit": "problems", "max_steps": -1}})
+                generate(cfg)
+                filter_traces(cfg)
+                traces = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
+                tok = load_tokenizer(args.model)
+                examples, _ = preflight(cfg, build_examples(cfg, traces, tok, load_problems(cfg.data, "train")), tok)
+                tokenized = tokenize_answer_first(examples, tok) if cfg.answer_first() else None
+                trainer = make_trainer(cfg, args.model, examples, tmp + "/ckpt", tokenized)
+                real = padded = 0
+                for batch in trainer.get_train_dataloader():
+                    real += int(batch["attention_mask"].sum())
+                    padded += batch["attention_mask"].numel()
+                rows.append({"arm": name, "grouped": grouped, "real_tokens": real, "padded_tokens": padded, "padding_waste": round(1 - real / padded, 3)})
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
 def run_qwen(args) -> dict:
     """A randomly initialised Qwen2.5-0.5B-shaped model in bf16 on the GPU: tokens/s and MFU."""
     sys.path.insert(0, str(ROOT))
@@ -175,6 +220,16 @@ def run_qwen(args) -> dict:
 
 
 def main(args) -> None:
+    if args.padding:
+        rows = padding_table(args)
+        print(f"\n{date.today()} · {args.model} · one epoch of batches of {args.batch_size} problems\n")
+        print("| arm | padding waste, random batches | grouped by length | padded tokens per epoch, random -> grouped |\n|---|---|---|---|")
+        for plain, grouped in zip(rows[::2], rows[1::2]):
+            print(f"| {plain['arm']} | {plain['padding_waste']:.1%} | {grouped['padding_waste']:.1%} | {plain['padded_tokens']:,} -> {grouped['padded_tokens']:,} "
+                  f"({grouped['padded_tokens'] / plain['padded_tokens'] - 1:+.1%}) |")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return
     results = {"date": str(date.today()), "host": platform.node(), "cpus": os.cpu_count(), "model": args.model, "arms": []}
     arms = ARMS + (["qwen"] if args.qwen else [])
     for arm in arms:
@@ -207,6 +262,7 @@ if __name__ == "__main__":
     p.add_argument("--qwen", action="store_true", help="add the Qwen2.5-0.5B-shaped bf16 arm (CUDA only)")
     p.add_argument("--qwen-batch-size", type=int, default=16)
     p.add_argument("--json")
+    p.add_argument("--padding", action="store_true", help="only the padding of one epoch's batches, random against grouped by length (no training)")
     p.add_argument("--arm", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.arm == "qwen":

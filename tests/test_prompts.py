@@ -45,3 +45,12 @@ def test_too_many_shots_and_bad_files(tmp_path):
         load_prompt(tmp_path / "p.yaml")
     with pytest.raises(UserError, match="prompt file not found"):
         load_prompt(tmp_path / "missing.yaml")
+
+
+def test_an_empty_system_prompt_replaces_the_chat_templates_default():
+    """system unset: no system turn (the chat template may add its default); system "": an empty
+    system turn, which drops that default from every example."""
+    t = load_prompt(PROMPT)
+    unset, empty = t.model_copy(update={"system": None}), t.model_copy(update={"system": ""})
+    assert unset.messages("How many?", num_shots=0)[0]["role"] == "user"
+    assert empty.messages("How many?", num_shots=0)[0] == {"role": "system", "content": ""}
