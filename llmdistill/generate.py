@@ -148,7 +148,8 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
         tokens_out, done = (writer.tokens_out, writer.problems_done) if writer else (0, 0)
         if owned and backend is not None:
             backend.close()  # free the engine's memory before the next stage
-        return run.finish({**_summary(selected, problems, done, tokens_out, time.time() - t0), "data": loaded.notes}, outputs=[path])
+        engine = {"backend": backend.stats()} if backend is not None and hasattr(backend, "stats") else {}  # e.g. per-endpoint failures
+        return run.finish({**_summary(selected, problems, done, tokens_out, time.time() - t0), "data": loaded.notes, **engine}, outputs=[path])
 
 
 def _summary(rows: list[Trace], problems: list[Problem], done: int, new_tokens_out: int, seconds: float) -> dict:

@@ -91,12 +91,36 @@ def test_nested_and_cross_section_errors_are_one_line(tmp_path, overrides, match
 # ---- every setting is read, or refused -------------------------------------------------------
 
 @pytest.mark.parametrize("backend,knob,value", [("transformers", "concurrency", 3), ("vllm", "device", "cpu"), ("openai", "tensor_parallel_size", 2),
-                                                 ("replay", "dtype", "bfloat16"), ("openai", "replay", {"train": ["a.json"]})])
+                                                 ("replay", "dtype", "bfloat16"), ("openai", "replay", {"train": ["a.json"]}),
+                                                 ("openai", "pipeline_parallel_size", 2), ("transformers", "distributed_executor_backend", "ray")])
 def test_a_setting_of_another_backend_is_refused(tmp_path, backend, knob, value):
     cfg = {**BASE, "teacher": {"model_name_or_path": "m", "backend": backend, knob: value}}
     with pytest.raises(UserError, match=rf"teacher.{knob} is not read by the '{backend}' backend") as e:
         load_config(write(tmp_path, cfg))
     assert "\n" not in str(e.value)
+
+
+def test_vllm_multi_gpu_settings_reach_the_engine(monkeypatch):
+    """pipeline_parallel_size and distributed_executor_backend go to vllm.LLM beside tensor_parallel_size."""
+    import sys
+    import types
+
+    from llmdistill.backends import teacher_backend
+    from llmdistill.config.generate import ModelConfig
+
+    seen = {}
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+        def get_tokenizer(self):
+            return types.SimpleNamespace(chat_template=None)
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM))
+    teacher = ModelConfig(model_name_or_path="m", backend="vllm", tensor_parallel_size=4, pipeline_parallel_size=2, distributed_executor_backend="ray")
+    teacher_backend(teacher, 0, "train")
+    assert seen["tensor_parallel_size"] == 4 and seen["pipeline_parallel_size"] == 2 and seen["distributed_executor_backend"] == "ray"
 
 
 def test_a_resolved_config_with_every_default_still_loads(tmp_path):

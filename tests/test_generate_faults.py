@@ -144,3 +144,21 @@ def test_an_html_reply_ends_the_stage_with_one_line_and_keeps_the_rows(tmp_path,
     assert done.returncode == 0, err[-3000:]
     rows = {r.key: r for r in _check_complete(traces)}
     assert all(rows[r.key] == r for r in kept)
+
+
+def test_two_endpoints_one_failing_half_its_requests_complete_the_stage_and_count_the_failures(tmp_path, chaos):
+    """teacher.base_url as a list: the run completes with every trace right, and generate/stats.json
+    counts each endpoint's requests and failures."""
+    import json
+
+    from llmdistill.config.file import load_config
+    from llmdistill.generate import generate
+
+    flaky, healthy = chaos(fault_rate=0.5, hang_s=0.5), chaos()
+    config, traces = _config(tmp_path, flaky.url, base_url=[flaky.url, healthy.url])
+    generate(load_config(config))
+    _check_complete(traces)
+    endpoints = json.loads((tmp_path / "run" / "generate" / "stats.json").read_text())["backend"]["endpoints"]
+    assert set(endpoints) == {flaky.url.rstrip("/"), healthy.url.rstrip("/")}
+    assert endpoints[flaky.url.rstrip("/")]["failures"] > 0 and endpoints[healthy.url.rstrip("/")]["failures"] == 0
+    assert sum(e["requests"] for e in endpoints.values()) >= N

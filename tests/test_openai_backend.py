@@ -204,3 +204,42 @@ def test_a_reasoning_models_thinking_is_kept_apart(server):
     assert (a.reasoning, b.reasoning) == ("thinking 0", "thinking 1") and a.text == "sample 0 for Q: one?"
     [[plain]] = backend(server).generate(REQ, SamplingParams())
     assert plain.reasoning is None
+
+
+def test_requests_rotate_over_several_endpoints_and_a_failing_one_leaves_the_rotation(caplog):
+    """Two replicas, one failing every request: every request still succeeds (its retry goes to the
+    healthy one), the failing one is taken out of rotation after MAX_CONSECUTIVE_FAILURES, and the
+    per-endpoint counts say so."""
+    healthy, broken = FakeServer(), FakeServer()
+    broken.faults = ["500"] * 1000
+    try:
+        b = OpenAIBackend("teacher-x", base_url=[broken.url, healthy.url], timeout_s=0.3, backoff_s=0.0, concurrency=1)
+        reqs = [Request(id=f"p{i}", index=i, prompt=[{"role": "user", "content": f"Q: {i}?"}], seed=i) for i in range(20)]
+        out = b.generate(reqs, SamplingParams(n=1, max_new_tokens=8))
+        assert [o[0].text for o in out] == [f"sample 0 for Q: {i}?" for i in range(20)]
+        stats = b.stats()["endpoints"]
+        assert stats[broken.url] == {"requests": OpenAIBackend.MAX_CONSECUTIVE_FAILURES, "failures": OpenAIBackend.MAX_CONSECUTIVE_FAILURES,
+                                     "in_rotation": False}
+        assert stats[healthy.url]["failures"] == 0 and stats[healthy.url]["requests"] == 20
+        assert "out of rotation" in caplog.text
+    finally:
+        healthy.httpd.shutdown()
+        broken.httpd.shutdown()
+
+
+def test_half_failing_endpoint_beside_a_healthy_one_completes_the_run():
+    """The issue's case: one endpoint failing half its requests, one healthy: the run completes,
+    load is spread, and the failures are counted."""
+    healthy, flaky = FakeServer(), FakeServer()
+    flaky.faults = ["503", None] * 50
+    try:
+        b = OpenAIBackend("teacher-x", base_url=[flaky.url, healthy.url], timeout_s=0.3, backoff_s=0.0, concurrency=4)
+        reqs = [Request(id=f"p{i}", index=i, prompt=[{"role": "user", "content": f"Q: {i}?"}], seed=i) for i in range(30)]
+        out = b.generate(reqs, SamplingParams(n=2, max_new_tokens=8))
+        assert all(len(o) == 2 for o in out) and out[7][1].text == "sample 1 for Q: 7?"
+        stats = b.stats()["endpoints"]
+        assert stats[flaky.url]["failures"] > 0 and stats[healthy.url]["failures"] == 0
+        assert stats[flaky.url]["requests"] > stats[flaky.url]["failures"] and stats[healthy.url]["requests"] >= 15
+    finally:
+        healthy.httpd.shutdown()
+        flaky.httpd.shutdown()

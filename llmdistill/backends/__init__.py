@@ -85,7 +85,8 @@ BACKENDS = {
 # at config load: it would be ignored.
 KNOBS: dict[str, tuple[str, ...]] = {
     "transformers": ("dtype", "device", "batch_size"),
-    "vllm": ("dtype", "tensor_parallel_size", "max_model_len", "gpu_memory_utilization", "enable_prefix_caching"),
+    "vllm": ("dtype", "tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend", "max_model_len", "gpu_memory_utilization",
+             "enable_prefix_caching"),
     "openai": ("base_url", "api", "api_key_env", "concurrency", "timeout_s", "max_retries", "backoff_s"),
     "replay": ("replay",),
 }

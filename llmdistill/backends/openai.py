@@ -5,6 +5,11 @@ replies that are unusable (a proxy's HTML page, not JSON, no ``choices``, not ``
 retried with exponential backoff (honouring ``Retry-After``) until ``max_retries`` is spent, then
 the stage fails with the last error on one line. The API key is read from the environment variable named in
 the config and never logged or written to an output.
+
+``base_url`` may list several endpoints (N ``vllm serve`` replicas of one model): requests go round
+the endpoints in rotation, a retry goes to the next one, and an endpoint that fails
+``MAX_CONSECUTIVE_FAILURES`` times in a row is taken out of rotation (logged, and counted in
+``stats()``, which the generate stage writes to its ``stats.json``).
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import logging
 import os
 import random
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import httpx
 
@@ -29,13 +36,24 @@ class BackendError(UserError):
     """The endpoint kept failing after every retry, or refused the request outright."""
 
 
+@dataclass
+class Endpoint:
+    url: str
+    client: httpx.Client
+    requests: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    in_rotation: bool = True
+
+
 class OpenAIBackend(Backend):
     name = "openai"
     MAX_BACKOFF_S = 60.0
+    MAX_CONSECUTIVE_FAILURES = 5  # then the endpoint leaves the rotation (while others remain)
 
     def __init__(
-        self, model_name_or_path: str, base_url: str = "http://127.0.0.1:8000/v1", api: str = "chat", api_key_env: str | None = "OPENAI_API_KEY",
-        concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 6, backoff_s: float = 1.0,
+        self, model_name_or_path: str, base_url: str | list[str] = "http://127.0.0.1:8000/v1", api: str = "chat",
+        api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 6, backoff_s: float = 1.0,
     ):
         self.model_name = model_name_or_path
         self.supports_chat = api == "chat"
@@ -43,8 +61,34 @@ class OpenAIBackend(Backend):
         self.backoff_s = backoff_s
         key = os.environ.get(api_key_env) if api_key_env else None
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
-        self.base_url = base_url
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise UserError("teacher.base_url is an empty list: give one endpoint or several")
+        self.endpoints = [Endpoint(u.rstrip("/"), httpx.Client(base_url=u.rstrip("/"), headers=headers, timeout=timeout_s)) for u in urls]
+        self.base_url = self.endpoints[0].url
+        self._lock, self._next = threading.Lock(), 0
+
+    def _pick(self) -> Endpoint:
+        """The next endpoint in rotation (round robin over those still in it)."""
+        with self._lock:
+            live = [e for e in self.endpoints if e.in_rotation] or self.endpoints
+            e = live[self._next % len(live)]
+            self._next += 1
+            e.requests += 1
+            return e
+
+    def _failed(self, e: Endpoint) -> None:
+        with self._lock:
+            e.failures += 1
+            e.consecutive_failures += 1
+            others = [x for x in self.endpoints if x.in_rotation and x is not e]
+            if e.in_rotation and others and e.consecutive_failures >= self.MAX_CONSECUTIVE_FAILURES:
+                e.in_rotation = False
+                log.warning("%s failed %d times in a row: out of rotation (%d endpoint(s) left)", e.url, e.consecutive_failures, len(others))
+
+    def stats(self) -> dict:
+        """Per endpoint: requests sent (retries included), failures, and whether it is still in rotation."""
+        return {"endpoints": {e.url: {"requests": e.requests, "failures": e.failures, "in_rotation": e.in_rotation} for e in self.endpoints}}
 
     def prompt_text(self, prompt: Prompt) -> str:
         if isinstance(prompt, str):
@@ -73,32 +117,37 @@ class OpenAIBackend(Backend):
         return body
 
     def _post(self, body: dict) -> dict:
-        """The reply to ``body``, checked by ``check_reply``; retryable failures are retried."""
+        """The reply to ``body``, checked by ``check_reply``; retryable failures are retried, each
+        attempt on the next endpoint in rotation."""
         path = "/chat/completions" if self.api == "chat" else "/completions"
         last = ""
         for attempt in range(self.max_retries + 1):
             wait = None
+            e = self._pick()
             try:
-                resp = self.client.post(path, json=body)
+                resp = e.client.post(path, json=body)
                 if resp.status_code == 200:
                     reply = check_reply(resp, body["n"], self.api)
                     if isinstance(reply, dict):
+                        e.consecutive_failures = 0
                         return reply
                     last = reply
                 else:
                     last = f"HTTP {resp.status_code}: {quote(resp.text)}"
                     if resp.status_code not in RETRY_STATUS:
-                        raise BackendError(f"{self.base_url}{path} refused the request: {last}")
+                        raise BackendError(f"{e.url}{path} refused the request: {last}")
                     retry_after = resp.headers.get("retry-after")
                     wait = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
-            except (httpx.TransportError, httpx.DecodingError) as e:  # timeouts, dropped connections, mangled bodies
-                last = one_line(f"{type(e).__name__}: {e}")
+            except (httpx.TransportError, httpx.DecodingError) as err:  # timeouts, dropped connections, mangled bodies
+                last = one_line(f"{type(err).__name__}: {err}")
+            self._failed(e)
             if attempt == self.max_retries:
                 break
             wait = wait if wait is not None else min(self.MAX_BACKOFF_S, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
-            log.warning("%s%s failed (%s); retry %d/%d in %.1fs", self.base_url, path, last, attempt + 1, self.max_retries, wait)
+            log.warning("%s%s failed (%s); retry %d/%d in %.1fs", e.url, path, last, attempt + 1, self.max_retries, wait)
             time.sleep(wait)
-        raise BackendError(f"{self.base_url}{path} failed after {self.max_retries} retries: {last}")
+        where = self.base_url if len(self.endpoints) == 1 else f"{e.url} (last of {len(self.endpoints)} endpoints)"
+        raise BackendError(f"{where}{path} failed after {self.max_retries} retries: {last}")
 
     def _one(self, request: Request, params: SamplingParams) -> list[Completion]:
         t0 = time.perf_counter()
@@ -125,7 +174,8 @@ class OpenAIBackend(Backend):
             return list(pool.map(lambda r: self._one(r, params), requests))
 
     def close(self) -> None:
-        self.client.close()
+        for e in self.endpoints:
+            e.client.close()
 
 
 def one_line(text: str) -> str:

