@@ -38,7 +38,8 @@ KEEP_20_OF_30 = [0, 1, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16, 18, 19, 21, 22, 24, 25
 
 
 def base_overrides(args, out: Path) -> dict:
-    return {"output_dir": str(out), "data.max_test": args.max_test, "train.max_steps": args.steps, "train.learning_rate": args.lr,
+    return {"output_dir": str(out), "data.max_test": args.max_test, **({"data.max_train": args.max_train} if args.max_train else {}),
+            "train.max_steps": args.steps, "train.learning_rate": args.lr,
             "train.eval_steps": args.eval_steps, "train.save_steps": args.eval_steps, "train.seed": args.seed,
             "evaluate.models": "[student]", "evaluate.batch_size": 20, "evaluate.plot": False}
 
@@ -179,5 +180,6 @@ if __name__ == "__main__":
     p.add_argument("--teacher-backend", default="transformers", choices=["transformers", "vllm"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-test", type=int, default=200)
+    p.add_argument("--max-train", type=int, default=None, help="the first N train problems only (a smoke run)")
     p.add_argument("--arms", nargs="+", default=["sft", "sft+on_policy", "on_policy", "offline_topk"])
     main(p.parse_args())
