@@ -34,7 +34,7 @@ def compare(results: list[EvalResult], models: dict, problems: list[Problem], n_
     pairs = []
     for a, b in combinations(models, 2):
         table = agreement(correct[a], correct[b])
-        pairs.append({"a": a, "b": b, **table, "mcnemar_p": round(mcnemar_exact(table["only_a"], table["only_b"]), 4)})
+        pairs.append({"a": a, "b": b, **table, "mcnemar_p": float(f"{mcnemar_exact(table['only_a'], table['only_b']):.3g}")})  # 3 significant digits: 2e-47 is not 0
     acc = {k: m["accuracy"] for k, m in models.items()}
     gap = gap_closed(acc.get("student"), acc.get("student_init"), acc.get("teacher"))
     disagreements = []
@@ -82,9 +82,12 @@ def render_markdown(report: dict) -> str:
             passk = ", ".join(f"@{k} {_pct(v)}" for k, v in m.get("pass@k", {}).items()) or "-"
             extra = f" {_pct(maj) if maj is not None else '-'} (n={m.get('n_samples', '-')}) | {passk} |"
         speed = "-" if m.get("speedup_vs_teacher") is None else f"{m['speedup_vs_teacher']}x"
+        replayed = m.get("backend") == "replay"  # recorded text: no tokens counted, no time spent
+        tokens = "-" if replayed else m["output_tokens_per_problem"]
+        latency = "-" if replayed else f"{m['latency_s_per_problem'] * 1000:.0f} ms"
         lines.append(
             f"| {LABELS.get(name, name)} | {m.get('prompt', '-')} | {_fmt_params(m['parameters'])} | {_fmt_size(m['size_bytes'])} | {fmt_accuracy(m)} "
-            f"| {m['correct']} | {m['wrong']} | {m['unparseable']} |{extra} {m['output_tokens_per_problem']} | {m['latency_s_per_problem'] * 1000:.0f} ms | {speed} |"
+            f"| {m['correct']} | {m['wrong']} | {m['unparseable']} |{extra} {tokens} | {latency} | {speed} |"
         )
     lines += ["", "Every model decodes greedily and is scored by the same answer checker; unparseable answers are counted "
               "on their own (and are not correct). The teacher gets the few-shot chain-of-thought prompt (`cot`); the student, "

@@ -7,7 +7,7 @@ from math import comb
 import pytest
 
 from llmdistill.records import EvalResult, Problem
-from llmdistill.eval_report import compare, write_report
+from llmdistill.eval_report import compare, render_markdown, write_report
 from llmdistill.eval_metrics import agreement, bootstrap_ci, gap_closed, mcnemar_exact, pass_at_k
 
 
@@ -86,3 +86,20 @@ def test_the_accuracy_plot_reads_for_two_to_eight_models(tmp_path):
     models["teacher"] = {"accuracy": 0.77, "ci": [0.7, 0.83], "parameters": None, "latency_s_per_problem": None}  # replayed
     assert plot_accuracy({"split": "test", "problems": 200, "models": models}, tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 10000
+
+
+def test_report_shows_tiny_p_values_and_no_timing_for_a_replayed_teacher():
+    """A McNemar p of 2e-48 is written as such, not rounded to 0; a replayed teacher spent no time
+    and counted no tokens, so its cells say '-' rather than '0 ms'."""
+    n = 160
+    problems = [Problem(id=f"p{i}", question=f"q{i}", answer="1") for i in range(n)]
+    results = _results("teacher", "c" * n) + _results("student", "w" * n)
+    models = {"teacher": {"backend": "replay", "accuracy": 1.0, "correct": n, "wrong": 0, "unparseable": 0, "parameters": None, "size_bytes": None,
+                          "output_tokens_per_problem": 0.0, "latency_s_per_problem": 0.0, "prompt": "cot, 2 shots"},
+              "student": {"backend": "transformers", "accuracy": 0.0, "correct": 0, "wrong": n, "unparseable": 0, "parameters": 1e8, "size_bytes": None,
+                          "output_tokens_per_problem": 5.0, "latency_s_per_problem": 0.1, "prompt": "label, 0 shots"}}
+    report = {"split": "test", "problems": n, "models": models, **compare(results, models, problems, 200, 0.95, 0, 2)}
+    assert 0 < report["pairs"][0]["mcnemar_p"] < 1e-40
+    md = render_markdown(report)
+    assert next(x for x in md.splitlines() if x.startswith("| teacher | cot")).endswith("| - | - | - |")
+    assert "e-48 |" in next(x for x in md.splitlines() if x.startswith("| teacher | student (after training) |"))

@@ -11,7 +11,8 @@ from llmdistill.identity import changes, content
 BASE = {"output_dir": "out", "data": {"path": "data/quickstart"}, "teacher": {"model_name_or_path": "m"}}
 # A valid value other than the default for every operational field of the teacher and train sections.
 OTHER = {
-    "teacher": {"backend": "vllm", "device": "cpu", "batch_size": 3, "tensor_parallel_size": 2, "gpu_memory_utilization": 0.5,
+    "teacher": {"backend": "vllm", "device": "cpu", "batch_size": 3, "tensor_parallel_size": 2, "pipeline_parallel_size": 2,
+                "distributed_executor_backend": "ray", "gpu_memory_utilization": 0.5,
                 "enable_prefix_caching": False, "base_url": "http://127.0.0.1:9999/v1", "api_key_env": "OTHER_KEY", "concurrency": 16,
                 "timeout_s": 5.0, "max_retries": 1, "backoff_s": 3.0},
     "train": {"logging_steps": 1, "save_steps": 7, "save_total_limit": 5, "resume": False, "gradient_checkpointing": True, "preflight_probe": False},
