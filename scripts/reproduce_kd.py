@@ -72,7 +72,7 @@ def student_config(args, arm: str, teacher: str, beta: float | None = None, kd_s
         # The fine-tuned teacher answers the train problems with its own prompt (the label prompt,
         # zero-shot) and returns its top-k per token; the student learns those tokens and distributions.
         # (offline top-k trains mode cot: the recipe's step-by-step settings go back to their defaults.)
-        o |= {"teacher.model_name_or_path": teacher, "teacher.backend": args.teacher_backend, "teacher.replay": "null", "data.num_shots": 0,
+        o |= {"teacher.model_name_or_path": teacher, "teacher.backend": args.teacher_backend, "teacher.replay": "{}", "data.num_shots": 0,
               "generate.logprobs": args.topk, "generate.max_new_tokens": args.cot_tokens, "train.mode": "cot", "train.label_source": "teacher",
               "train.gold_label": "value", "train.alpha": 0.5, "train.batch_unit": "problems", "train.labels_for": "all_problems",
               "train.eval_max_new_tokens": args.cot_tokens, "evaluate.max_new_tokens": args.cot_tokens, "kd.method": "offline_topk", "kd.lam": args.lam}
