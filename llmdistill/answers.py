@@ -19,11 +19,12 @@ from llmdistill.arith import safe_eval
 Verdict = Literal["correct", "wrong", "unparseable", "unlabeled"]
 
 # The last "the answer is ..." wins: rationales sometimes say it twice, correcting themselves.
+# An abbreviation's period ("Rs. 1500", "approx. 3") does not end the answer; a sentence's does.
 ANSWER_IS = re.compile(
-    r"(?:\b(?:so|thus|therefore|hence),?\s+)?\bthe (?:final )?answer is[:\s]*(.+?)\.?(?=\s*$|\.\s|\n)", re.IGNORECASE
+    r"(?:\b(?:so|thus|therefore|hence),?\s+)?\bthe (?:final )?answer is[:\s]*(.+?)\.?(?=\s*$|(?<!\brs)(?<!\bmr)(?<!\bmrs)(?<!\bdr)(?<!\bapprox)\.\s|\n)", re.IGNORECASE
 )
 # The same reading in two cheap steps for the usual case (see _fast_answer_is).
-_TAIL = re.compile(r"answer is[:\s]*(.+?)\.?(?=\s*$|\.\s|\n)", re.IGNORECASE)
+_TAIL = re.compile(r"answer is[:\s]*(.+?)\.?(?=\s*$|(?<!\brs)(?<!\bmr)(?<!\bmrs)(?<!\bdr)(?<!\bapprox)\.\s|\n)", re.IGNORECASE)
 _CONNECTIVES = ("therefore", "hence", "thus", "so")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -190,7 +191,7 @@ def to_number(answer: str) -> float | None:
         return safe_eval(s)
     except ValueError:
         pass
-    nums = _NUMBER.findall(s)
+    nums = _NUMBER.findall(re.sub(r"^(?:rs|inr|usd|eur)\.?\s*", "", s, flags=re.IGNORECASE))  # "Rs.1500": not ".1500"
     if len(nums) == 1:  # "42 apples", "x = 42"
         return float(nums[0].replace(",", ""))
     return None

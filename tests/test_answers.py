@@ -98,3 +98,14 @@ def test_connectives_are_whole_words_and_stay_out_of_the_rationale():
     assert (p.rationale, p.answer) == ("We add.", "5")
     p = parse_completion("We add 2 and 3. So, the answer is 5.", [])
     assert (p.rationale, p.answer) == ("We add 2 and 3.", "5")
+
+
+def test_an_abbreviations_period_does_not_end_the_answer():
+    """'Rs. 1500' is one answer (it read 'Rs'); a sentence's period still ends it, 'no.' included."""
+    from llmdistill.answers import read_answer, to_number
+
+    assert read_answer("So the price is Rs. 1500. The answer is Rs. 1500.").answer == "Rs. 1500"
+    assert read_answer("The answer is approx. 3.5.").answer == "approx. 3.5"
+    assert read_answer("The answer is no. So he cannot.").answer == "no"
+    assert read_answer("The answer is 42. Then more text.").answer == "42"
+    assert to_number("Rs. 1500") == to_number("Rs.1500") == to_number("Rs 1,500.00") == 1500.0
