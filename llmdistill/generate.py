@@ -45,42 +45,52 @@ def _check_provenance(rows: list[Trace], problems: dict[str, Problem], want: dic
     return reasons
 
 
+def ask_teacher(cfg: Config, backend: Backend, template: PromptTemplate, params: SamplingParams, chunk: list[Problem], index: dict[str, int],
+                first_sample: int = 0, hint: bool = False) -> list[Trace]:
+    """One batch of problems through the teacher: every sample of each, as traces with provenance."""
+    chat = wants_chat(cfg.data.prompt_format, backend.supports_chat)
+    requests = [
+        Request(id=p.id, index=index[p.id], seed=request_seed(params.seed + first_sample, p.id),
+                prompt=build_prompt(template, p.question, cfg.data.num_shots, chat, hint=p.answer if hint else None))
+        for p in chunk
+    ]
+    outs = backend.generate(requests, params)
+    return [
+        Trace(
+            **p.model_dump(), sample=first_sample + s, prompt=backend.prompt_text(r.prompt), completion=c.text,
+            finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+            teacher=backend.model_name, backend=backend.name, template_hash=template.hash,
+            sampling=asdict(params), seed=r.seed, created_at=time.time(), rationalized=hint, top_logprobs=c.top_logprobs,
+            completion_ids=c.token_ids if params.logprobs else None, reasoning=c.reasoning,
+        )
+        for p, r, completions in zip(chunk, requests, outs)
+        for s, c in enumerate(completions)
+    ]
+
+
 class _Writer:
     """Asks the teacher in batches and appends the new traces, with a progress bar."""
 
-    def __init__(self, cfg: Config, backend: Backend, template: PromptTemplate, params: SamplingParams, out: RowAppender, rows: list[Trace], have: set):
+    def __init__(self, cfg: Config, backend: Backend | None, template: PromptTemplate, params: SamplingParams, out: RowAppender,
+                 rows: list[Trace], have: set):
         self.cfg, self.backend, self.template, self.params, self.out, self.rows, self.have = cfg, backend, template, params, out, rows, have
-        self.chat = wants_chat(cfg.data.prompt_format, backend.supports_chat)
         self.tokens_out = 0
         self.problems_done = 0
+
+    def keep(self, rows: list[Trace]) -> None:
+        """Append the traces not already written, and count them."""
+        rows = [r for r in rows if r.key not in self.have]
+        self.out.write(rows)
+        self.rows.extend(rows)  # the stage's traces so far: no need to read the file back
+        self.have.update(r.key for r in rows)
+        self.tokens_out += sum(r.completion_tokens for r in rows)
 
     def run(self, problems: list[Problem], index: dict[str, int], first_sample: int = 0, hint: bool = False, desc: str = "generate") -> None:
         bar = tqdm(total=len(problems), desc=desc, unit="problem")
         t0, batch = time.time(), self.cfg.teacher.batch_size
         for start in range(0, len(problems), batch):
             chunk = problems[start : start + batch]
-            requests = [
-                Request(id=p.id, index=index[p.id], seed=request_seed(self.params.seed + first_sample, p.id),
-                        prompt=build_prompt(self.template, p.question, self.cfg.data.num_shots, self.chat, hint=p.answer if hint else None))
-                for p in chunk
-            ]
-            outs = self.backend.generate(requests, self.params)
-            rows = [
-                Trace(
-                    **p.model_dump(), sample=first_sample + s, prompt=self.backend.prompt_text(r.prompt), completion=c.text,
-                    finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
-                    teacher=self.backend.model_name, backend=self.backend.name, template_hash=self.template.hash,
-                    sampling=asdict(self.params), seed=r.seed, created_at=time.time(), rationalized=hint, top_logprobs=c.top_logprobs,
-                    completion_ids=c.token_ids if self.params.logprobs else None, reasoning=c.reasoning,
-                )
-                for p, r, completions in zip(chunk, requests, outs)
-                for s, c in enumerate(completions)
-                if (p.id, first_sample + s) not in self.have
-            ]
-            self.out.write(rows)
-            self.rows.extend(rows)  # the stage's traces so far: no need to read the file back
-            self.have.update(r.key for r in rows)
-            self.tokens_out += sum(r.completion_tokens for r in rows)
+            self.keep(ask_teacher(self.cfg, self.backend, self.template, self.params, chunk, index, first_sample, hint))
             bar.update(len(chunk))
             self.problems_done += len(chunk)
             bar.set_postfix(tok_s=f"{self.tokens_out / max(time.time() - t0, 1e-9):.1f}")
@@ -133,7 +143,11 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
                 nonlocal backend, writer
                 if not batch:
                     return
-                if writer is None:  # start the engine only when there is something to ask
+                if writer is None and g.engine == "ray":  # the engines start in the Ray actors
+                    from llmdistill.generate_ray import RayWriter
+
+                    writer = RayWriter(cfg, template, params, out, selected, have, split, [p.id for p in problems], loaded.notes["rows"])
+                elif writer is None:  # start the engine only when there is something to ask
                     backend = backend or teacher_backend(cfg.teacher, g.seed, split)
                     backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_train is not None, rows=loaded.notes["rows"])
                     writer = _Writer(cfg, backend, template, params, out, selected, have)
@@ -149,6 +163,8 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
         if owned and backend is not None:
             backend.close()  # free the engine's memory before the next stage
         engine = {"backend": backend.stats()} if backend is not None and hasattr(backend, "stats") else {}  # e.g. per-endpoint failures
+        if writer is not None and hasattr(writer, "stats"):
+            engine["ray"] = writer.stats()
         return run.finish({**_summary(selected, problems, done, tokens_out, time.time() - t0), "data": loaded.notes, **engine}, outputs=[path])
 
 

@@ -100,3 +100,16 @@ def test_rationalization_asks_again_with_the_gold_answer_where_no_sample_was_cor
     calls = scripted.calls
     generate(cfg)  # rerun: nothing left to ask
     assert scripted.calls == calls
+
+
+def test_the_ray_engine_without_ray_is_a_one_line_error(make_config, scripted, monkeypatch):
+    import sys
+
+    from llmdistill.config.file import load_config
+    from llmdistill.errors import UserError
+    from llmdistill.generate import generate
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(UserError, match=r"generate.engine 'ray' needs Ray: pip install 'llmdistill\[ray\]'") as e:
+        generate(load_config(make_config(generate={"engine": "ray"})))
+    assert "\n" not in str(e.value)

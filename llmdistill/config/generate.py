@@ -110,7 +110,21 @@ class ModelConfig(Section):
         return self
 
 
+class RaySection(Section):
+    """``generate.engine: ray``: the teacher backend in a Ray Data actor pool, one engine per replica."""
+
+    address: str | None = operational(None)  # a running cluster ("auto", "ray://head:10001"); None: a local one
+    replicas: int = operational(2, ge=1)
+    num_cpus_per_replica: float = operational(1.0, ge=0)
+    num_gpus_per_replica: float = operational(0.0, ge=0)  # e.g. = teacher.tensor_parallel_size for vLLM replicas
+    batch_size: int | None = operational(None, ge=1)  # problems per replica call; None: teacher.batch_size
+
+
 class GenerateConfig(Section):
+    # local: the backend in this process. ray: in a Ray Data actor pool (pip install 'llmdistill[ray]');
+    # the driver stays the only writer of traces.jsonl, so resume and the traces are the same.
+    engine: Literal["local", "ray"] = operational("local")
+    ray: RaySection = RaySection()
     n: int = content(1, ge=1)
     temperature: float = content(0.0, ge=0.0)
     top_p: float = content(1.0, gt=0.0, le=1.0)
@@ -124,4 +138,6 @@ class GenerateConfig(Section):
     def _greedy_n(self):
         if self.n > 1 and self.temperature == 0:
             raise ValueError("generate.n > 1 needs generate.temperature > 0 (greedy samples are identical)")
+        if self.engine == "local" and self.ray.changed_fields():
+            raise ValueError("generate.ray is read with generate.engine: ray only; set engine: ray or remove it")
         return self
