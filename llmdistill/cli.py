@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,9 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Move outputs ma
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    # under several training processes the main one logs the run; the others only their warnings
+    level = logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     for noisy in ("httpx", "urllib3", "filelock", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -69,12 +72,22 @@ def _os_error_text(e: OSError) -> str:
     return f"{where}: {e.strerror}"
 
 
+def _one_process(command: str) -> None:
+    """Only ``train`` is built for several processes; another stage would race on its own files."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and command != "train":
+        raise UserError(f"`llmdistill {command}` runs in one process; only `train` runs under accelerate launch / torchrun (WORLD_SIZE={world})")
+
+
 def _stage(stage: str, config: Path, overrides: list[str] | None, overwrite: bool) -> None:
     with _user_errors():
+        _one_process(stage)
         cfg = _load(config, overrides)
         from llmdistill.pipeline import stage_function
 
         stats = stage_function(stage)(cfg, overwrite=overwrite)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under several training processes the main one reports
     typer.echo(f"{stage}: done in {stats['seconds']}s -> {cfg.stage_dir(stage)}")
     _print_headline(stage, stats, cfg)
 
@@ -133,6 +146,7 @@ def export_(
     flags = {"to": to, "format": format, "push_to_hub": push_to_hub, "private": private}
     overrides = [*(set or []), *(f"export.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
     with _user_errors():
+        _one_process("export")
         cfg = _load(config, overrides)
         from llmdistill.export import export
 
@@ -152,6 +166,7 @@ def run(
 ) -> None:
     """All four stages in order, skipping any whose output is complete for this config."""
     with _user_errors():
+        _one_process("run")
         cfg = _load(config, set)
         from llmdistill.pipeline import run as run_pipeline
         from llmdistill.stage import read_stats

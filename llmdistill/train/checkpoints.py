@@ -20,12 +20,21 @@ log = logging.getLogger(__name__)
 MARKER = "llmdistill-run.json"  # in a checkpoint or model folder: the config and upstream run it belongs to
 
 
-def checkpoint_dir(run_dir: Path, name: str, identity: dict, resume: bool, overwrite: bool = False) -> tuple[Path, str | None]:
+def checkpoint_dir(run_dir: Path, name: str, identity: dict, resume: bool, overwrite: bool = False, procs=None) -> tuple[Path, str | None]:
     """A checkpoint folder for this config and upstream run, and the checkpoint to resume from.
 
     Checkpoints of another identity (content settings or upstream run) are refused, or moved
     aside with ``overwrite``; with ``train.resume: false`` this config's own are moved aside.
+    Under several processes (``procs``) the main process prepares the folder and the others
+    then read the same answer from it.
     """
+    if procs is not None and procs.world > 1:
+        with procs.main_first():
+            if procs.main:
+                return_value = checkpoint_dir(run_dir, name, identity, resume, overwrite)
+            else:
+                return_value = _read_checkpoint_dir(run_dir / name, identity, resume)
+        return return_value
     from transformers.trainer_utils import get_last_checkpoint
 
     path = run_dir / name
@@ -47,15 +56,37 @@ def checkpoint_dir(run_dir: Path, name: str, identity: dict, resume: bool, overw
     return path, None
 
 
+def _read_checkpoint_dir(path: Path, identity: dict, resume: bool) -> tuple[Path, str | None]:
+    """A non-main process's view of the folder the main process just prepared."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    marker = path / MARKER
+    if not (marker.is_file() and json.loads(marker.read_text()) == identity):
+        raise RuntimeError(f"{path}: the main process did not mark this checkpoint folder as this run's")
+    return path, (get_last_checkpoint(str(path)) if resume else None)
+
+
 def is_saved(model_dir: Path, identity: dict) -> bool:
     marker = model_dir / MARKER
     return marker.is_file() and json.loads(marker.read_text()) == identity
 
 
-def save_model(trainer, out: Path, merge: bool, identity: dict | None = None) -> None:
-    """Save the student (LoRA merged into the weights unless ``merge`` is off) atomically."""
+def save_model(trainer, out: Path, merge: bool, identity: dict | None = None, procs=None) -> None:
+    """Save the student (LoRA merged into the weights unless ``merge`` is off) atomically.
+
+    Under several processes the main process writes; with FSDP or DeepSpeed, whose weights are
+    sharded, every process takes part in ``Trainer.save_model`` (which gathers them) and the
+    main process then completes the folder."""
     from peft import PeftModel
 
+    if procs is not None and procs.world > 1:
+        if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+            _save_sharded(trainer, out, identity, procs)
+            return
+        if procs.main:
+            save_model(trainer, out, merge, identity)
+        procs.barrier()
+        return
     model = trainer.model
     if isinstance(model, PeftModel) and merge:
         model = model.merge_and_unload()
@@ -66,12 +97,40 @@ def save_model(trainer, out: Path, merge: bool, identity: dict | None = None) ->
             (tmp / MARKER).write_text(json.dumps(identity))
 
 
-def phase_stats(trainer, result, seconds: float) -> dict:
+def _save_sharded(trainer, out: Path, identity: dict | None, procs) -> None:
+    """FSDP / DeepSpeed: the weights gathered by ``Trainer.save_model`` (all processes), the folder
+    renamed into place by the main process once whole. (A LoRA adapter is saved as trained, unmerged.)"""
+    import shutil
+
+    tmp = out.with_name(out.name + ".tmp")
+    with procs.main_first():
+        if procs.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+    trainer.save_model(str(tmp))  # writes on the main process, gathers on all
+    procs.barrier()
+    if procs.main:
+        if identity is not None:
+            (tmp / MARKER).write_text(json.dumps(identity))
+        if out.exists():
+            old = out.with_name(out.name + ".old.tmp")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    procs.barrier()
+
+
+def phase_stats(trainer, result, seconds: float, procs=None) -> dict:
     history = trainer.state.log_history
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
     accuracies = [h["eval_accuracy"] for h in history if "eval_accuracy" in h]
     logged = [h["num_tokens"] for h in history if "num_tokens" in h and "loss" in h]
     tokens = trainer.state.num_input_tokens_seen or (logged[-1] if logged else 0)
+    if procs is not None and procs.world > 1:  # TRL's count drops the batches accelerate pads an epoch's end with
+        tokens = sum(procs.gather(getattr(trainer, "_input_tokens", 0)))
     if not tokens and "input_ids" in (trainer.train_dataset.column_names or []):
         tokens = int(sum(len(x) for x in trainer.train_dataset["input_ids"]) * result.metrics.get("epoch", 1.0))
     # (after a resume these count the whole run; tokens/s below then overstates this segment's speed)
@@ -80,7 +139,8 @@ def phase_stats(trainer, result, seconds: float) -> dict:
         "train_loss": round(result.training_loss, 4),
         "best_eval_loss": round(min(evals), 4) if evals else None,
         "best_eval_accuracy": round(max(accuracies), 4) if accuracies else None,
-        "seen": trainer.seen() if hasattr(trainer, "seen") else None,  # examples and loss tokens trained on, per task
+        # examples and loss tokens trained on, per task (summed over the training processes)
+        "seen": (procs.sum_counts(trainer.seen()) if procs is not None else trainer.seen()) if hasattr(trainer, "seen") else None,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "train_seconds": round(seconds, 2),
         "tokens_seen": int(tokens),
@@ -89,7 +149,7 @@ def phase_stats(trainer, result, seconds: float) -> dict:
     }
 
 
-def train_and_save(cfg, trainer, resume_from: str | None, out: Path, identity: dict) -> dict:
+def train_and_save(cfg, trainer, resume_from: str | None, out: Path, identity: dict, procs=None) -> dict:
     """Run one training phase to its end, save the student to ``out``, and return the phase's stats."""
     from llmdistill.train.trainers import CurrentCadence
 
@@ -97,9 +157,9 @@ def train_and_save(cfg, trainer, resume_from: str | None, out: Path, identity: d
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.time() - t0
-    stats = phase_stats(trainer, result, seconds)
+    stats = phase_stats(trainer, result, seconds, procs)
     first = int(resume_from.rsplit("-", 1)[1]) if resume_from else 0  # checkpoint-<step>
     stats["resumed_from"] = resume_from
     stats["seconds_per_step"] = round(seconds / max(result.global_step - first, 1), 3)  # this run's steps (KD costs more a step)
-    save_model(trainer, out, cfg.train.lora is None or cfg.train.lora.merge, identity)
+    save_model(trainer, out, cfg.train.lora is None or cfg.train.lora.merge, identity, procs)
     return stats

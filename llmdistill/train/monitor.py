@@ -48,6 +48,8 @@ class Monitored:
 
     def training_step(self, model, inputs, *args, **kwargs):
         labels = inputs.get("labels")
+        if "attention_mask" in inputs:  # this process's input tokens (a launch's total sums the processes)
+            self.__dict__["_input_tokens"] = self.__dict__.get("_input_tokens", 0) + int(inputs["attention_mask"].sum())
         if labels is not None:
             counts = self.__dict__.setdefault("_seen", Counter())
             tokens = (labels != -100).sum(-1) if labels.dim() == 2 else None

@@ -59,7 +59,7 @@ def run_on_policy(cfg: Config, run: StageRun, student_path: str, traces: list[Fi
         if tr.id not in seen and in_subset(tr.id, t.data_fraction) and not in_validation(tr.id, t.validation_fraction, t.seed):
             seen.add(tr.id)
             prompts.append({"prompt": render(tr.question, task)})
-    ckpt, resume_from = checkpoint_dir(run.dir, "checkpoints-kd", {**identity, "phase": "on_policy"}, t.resume, run.overwrite)
+    ckpt, resume_from = checkpoint_dir(run.dir, "checkpoints-kd", {**identity, "phase": "on_policy"}, t.resume, run.overwrite, run.procs)
     args = trl_class("DistillationConfig")(
         **shared_args(cfg, str(ckpt), t.save_steps), learning_rate=k.learning_rate, num_train_epochs=k.num_train_epochs,
         max_steps=k.max_steps, per_device_train_batch_size=k.per_device_train_batch_size,
@@ -72,5 +72,5 @@ def run_on_policy(cfg: Config, run: StageRun, student_path: str, traces: list[Fi
         train_dataset=datasets.Dataset.from_list(prompts), processing_class=tokenizer, peft_config=lora_config(cfg),
     )
     log.info("on-policy distillation from %s on %d prompts (beta %.2f)", teacher_path, len(prompts), k.beta)
-    stats = train_and_save(cfg, trainer, resume_from, run.dir / "model", identity)
+    stats = train_and_save(cfg, trainer, resume_from, run.dir / "model", identity, run.procs)
     return {**stats, "examples": len(prompts), "teacher": teacher_path}

@@ -11,22 +11,33 @@ from llmdistill.records import FilteredTrace
 from llmdistill.stage import StageRun, read_stats, require_complete
 from llmdistill.student import materialize_student
 from llmdistill.train.checkpoints import is_saved
+from llmdistill.train.processes import Processes, WorkerRun
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: Config, overwrite: bool = False) -> dict:
-    """Fine-tune the student on the kept traces; returns the stage stats."""
+    """Fine-tune the student on the kept traces; returns the stage stats.
+
+    Under ``accelerate launch`` / ``torchrun`` every process trains and only the main one writes
+    (``processes``); the others return the stats of their own process, unwritten."""
     require_complete(cfg, "filter")
     if cfg.kd.method == "on_policy":
         from llmdistill.train.onpolicy import vllm_args
 
         vllm_args(cfg)  # refuse an engine that cannot serve the student before hours of SFT, not after
-    with StageRun(cfg, "train", overwrite) as run:
+    procs = Processes()
+    procs.require_same(cfg.stage_hash("train"), "config hashes")
+    if procs.world > 1:
+        log.info("training process %d of %d", procs.rank, procs.world)
+    with StageRun(cfg, "train", overwrite) if procs.main else WorkerRun(cfg.stage_dir("train"), overwrite) as run:
+        procs.barrier()  # the main process has guarded the folder and saved config.yaml
+        run.procs = procs
         traces = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
         if not traces and not (cfg.train.mode == "label" and cfg.train.label_source == "gold"):
             raise UserError(f"{cfg.stage_dir('filter') / 'kept.jsonl'} is empty: the filter kept no traces to train on")
-        student_path = materialize_student(cfg)
+        with procs.main_first():  # a pruned student is written once, then read by every process
+            student_path = materialize_student(cfg)
         identity = {"config_hash": cfg.stage_hash("train"), "upstream_run_id": (read_stats(cfg, "filter") or {}).get("run_id")}
         stats: dict = {"mode": cfg.train.mode, "kd": cfg.kd.method, "student_init": student_path}
         sft_model = run.dir / "sft_model"
@@ -47,6 +58,8 @@ def train(cfg: Config, overwrite: bool = False) -> dict:
         final = stats.get("kd") if isinstance(stats.get("kd"), dict) else stats["sft"]
         stats.update({k: final.get(k) for k in ("steps", "train_loss", "tokens_seen", "tokens_per_s", "best_eval_loss", "best_eval_accuracy", "seen")})
         stats["examples"] = (stats.get("sft") or {}).get("examples") or final.get("examples")
+        if not procs.main:
+            return stats
         from llmdistill.train.modelcard import write_model_card
 
         write_model_card(cfg, run.dir / "model", stats)

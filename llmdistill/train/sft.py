@@ -35,6 +35,7 @@ def probe_seconds_per_token(trainer, n: int = 4) -> float | None:
     batch = trainer._prepare_inputs(batch)
     tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
     state = torch.random.get_rng_state()
+    counted = getattr(trainer, "_total_train_tokens", None)  # TRL's token count: the probe is not training
     model = trainer.model
     model.train()
     times = []
@@ -46,6 +47,8 @@ def probe_seconds_per_token(trainer, n: int = 4) -> float | None:
     model.zero_grad(set_to_none=True)
     torch.random.set_rng_state(state)
     trainer._metrics["train"].clear()
+    if counted is not None:
+        trainer._total_train_tokens = counted
     return times[-1] / max(tokens, 1)
 
 
@@ -89,18 +92,21 @@ def run_sft(cfg: Config, run: StageRun, student_path: str, traces: list[Filtered
         examples, report = preflight(cfg, examples, tokenizer)
         if cfg.answer_first():
             tokenized = tokenize_answer_first(examples, tokenizer)
-    write_rows(run.dir / "examples.jsonl", examples)
-    ckpt, resume_from = checkpoint_dir(run.dir, "checkpoints", {**identity, "phase": "sft"}, cfg.train.resume, run.overwrite)
+    procs = run.procs
+    if procs.main:
+        write_rows(run.dir / "examples.jsonl", examples)
+    ckpt, resume_from = checkpoint_dir(run.dir, "checkpoints", {**identity, "phase": "sft"}, cfg.train.resume, run.overwrite, procs)
     trainer = make_trainer(cfg, student_path, examples, str(ckpt), tokenized, validation_set(cfg, examples, tokenizer))
-    if cfg.train.preflight_probe:
+    if cfg.train.preflight_probe and procs.world == 1:  # (one process's timing says little of a launch's)
         spt = probe_seconds_per_token(trainer)
         if spt:
             report["estimated_train_seconds"] = round(_estimate_seconds(cfg, report, sum(e.split == "train" for e in examples), spt), 1)
-    (run.dir / "preflight.json").write_text(json.dumps(report, indent=2))
+    if procs.main:
+        (run.dir / "preflight.json").write_text(json.dumps(report, indent=2))
     log.info("preflight: %d examples %s, %d training tokens per epoch, lengths p50/p95/max %s/%s/%s of max_length %d%s",
              report["examples"], report["by_task"], report["train_tokens_per_epoch"], report["total_tokens"].get("p50"),
              report["total_tokens"].get("p95"), report["total_tokens"].get("max"), cfg.train.max_length,
              f", estimated {report['estimated_train_seconds']:.0f} s" if report.get("estimated_train_seconds") else "")
     out = run.dir / ("sft_model" if cfg.kd.method == "on_policy" else "model")
-    stats = train_and_save(cfg, trainer, resume_from, out, identity)
+    stats = train_and_save(cfg, trainer, resume_from, out, identity, procs)
     return {"examples": len(examples), "preflight": report, **stats}
