@@ -18,6 +18,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from llmdistill.config import DataConfig
 from llmdistill.answers import to_number
@@ -30,27 +31,36 @@ SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 def _read_local(path: Path) -> list[dict]:
+    return list(_iter_local(path))
+
+
+def _iter_local(path: Path) -> Iterator[dict]:
+    """A local file's rows; JSON lines are read one at a time (a split of millions streams)."""
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
+            yield from csv.DictReader(fh)
+        return
     if path.suffix == ".parquet":
         import datasets
 
-        return list(datasets.load_dataset("parquet", data_files=str(path), split="train"))
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
+        yield from datasets.load_dataset("parquet", data_files=str(path), split="train")
+        return
+    with open(path, encoding="utf-8") as fh:
+        head = fh.read(4096)
+        if head.lstrip().startswith("["):
+            text = head + fh.read()
             try:
-                rows.append(json.loads(line))
+                yield from json.loads(text)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
-    return rows
+                raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+            return
+        fh.seek(0)
+        for lineno, line in enumerate(fh, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
 
 
 def _split_file(folder: Path, split: str) -> Path:
@@ -76,13 +86,13 @@ def _saved_to_disk(folder: Path, split: str) -> list[dict] | None:
     return list(saved)
 
 
-def _raw_rows(cfg: DataConfig, split: str) -> list[dict]:
+def _raw_rows(cfg: DataConfig, split: str) -> Iterable[dict]:
     path = Path(cfg.path)
     if path.is_dir():
         rows = _saved_to_disk(path, split)
-        return rows if rows is not None else _read_local(_split_file(path, split))
+        return rows if rows is not None else _iter_local(_split_file(path, split))
     if path.is_file():
-        return _read_local(path)
+        return _iter_local(path)
     if path.suffix in SUFFIXES or cfg.path.startswith((".", "/")):
         raise UserError(f"{cfg.path}: data file or folder not found")
     import datasets
@@ -107,15 +117,23 @@ _WARNED: set[tuple] = set()  # (path, split, kind): each data wart is logged onc
 
 def load_split(cfg: DataConfig, split: str) -> Split:
     """Problems of one split with stable ids; ``max_train``/``max_test`` keep the first rows."""
-    rows = _raw_rows(cfg, split)
+    notes: dict = {}
+    problems = list(iter_split(cfg, split, notes))
+    log.info("loaded %d %s problems from %s", len(problems), split, cfg.path)
+    return Split(problems, notes)
+
+
+def iter_split(cfg: DataConfig, split: str, notes: dict | None = None) -> Iterator[Problem]:
+    """``load_split``'s problems one at a time (a local JSON-lines split is read as it goes);
+    ``notes`` is filled once the split is read."""
     where = f"{cfg.path} ({split})"
-    if not rows:
-        raise UserError(f"{where}: no rows: an empty split leaves nothing to do (check data.path and the split names)")
     limit = cfg.max_train if split == cfg.train_split else cfg.max_test if split == cfg.test_split else None
-    rows = rows[:limit] if limit else rows
-    problems, seen, unreadable, duplicated = [], set(), [], 0
+    seen, unreadable, duplicated, n_rows, n_problems = set(), [], 0, 0, 0
     needed = [f for f in (None if cfg.question_format else cfg.question_field, cfg.answer_field, cfg.choices_field) if f]
-    for i, row in enumerate(rows):
+    for i, row in enumerate(_raw_rows(cfg, split)):
+        if limit and i >= limit:
+            break
+        n_rows += 1
         for name in needed:
             if name not in row:
                 raise UserError(f"{where} row {i}: no field '{name}' (fields: {', '.join(row)})")
@@ -135,13 +153,15 @@ def load_split(cfg: DataConfig, split: str) -> Split:
             continue
         duplicated += bool(problem.choices) and duplicate_choices(problem.choices)
         problem.row = i
-        problems.append(problem)
-    notes = {"rows": len(rows), "problems": len(problems), "unreadable_gold": len(unreadable), "duplicate_choices": duplicated}
+        n_problems += 1
+        yield problem
+    if not n_rows:
+        raise UserError(f"{where}: no rows: an empty split leaves nothing to do (check data.path and the split names)")
+    if notes is not None:
+        notes.update({"rows": n_rows, "problems": n_problems, "unreadable_gold": len(unreadable), "duplicate_choices": duplicated})
     _warn_once(cfg, split, unreadable, duplicated)
-    if not problems:
-        raise UserError(f"{where}: none of its {len(rows)} rows has a readable gold answer (e.g. {unreadable[0]})")
-    log.info("loaded %d %s problems from %s", len(problems), split, cfg.path)
-    return Split(problems, notes)
+    if not n_problems:
+        raise UserError(f"{where}: none of its {n_rows} rows has a readable gold answer (e.g. {unreadable[0]})")
 
 
 def _warn_once(cfg: DataConfig, split: str, unreadable: list[str], duplicated: int) -> None:

@@ -4,6 +4,7 @@ word n-gram overlap used for decontamination (three small pure functions, as in 
 from __future__ import annotations
 
 import hashlib
+import os
 import string
 
 # Punctuation becomes space (str.translate is C-fast; the filter normalizes every trace).
@@ -55,23 +56,147 @@ def shingles(text: str, k: int) -> list[str]:
     return [" ".join(words[i : i + k]) for i in range(len(words) - k + 1)]
 
 
-def near_duplicates(texts: list[str], threshold: float, shingle: int, num_perm: int, seed: int = 0) -> dict[int, tuple[int, float]]:
-    """For each text that nearly duplicates an earlier one: its index -> (earlier index, estimated Jaccard).
+class NearDupIndex:
+    """MinHash-LSH over the texts kept so far, fed in chunks: each text that nearly duplicates a
+    kept one gets (that one's kept index, estimated Jaccard); the others are kept (indexed).
 
-    MinHash digests come from rensa (Rust) in one batch; an LSH index over the texts kept so far
-    gives candidates, and the MinHash Jaccard estimate confirms them against ``threshold``.
+    A text's MinHash (rensa, a chunk at a time) is cut into bands; texts sharing a band are
+    candidates, and the MinHash Jaccard estimate (equal values / ``num_perm``) confirms them
+    against ``threshold``. The state is compact, for millions of texts: each kept text's band keys
+    (64-bit hashes) in sorted arrays (a log-structured merge of runs), 12 bytes a band; its
+    MinHash goes to ``spill`` (a file; read back only for a candidate) or, without one, to memory.
     """
-    from rensa import RMinHash, RMinHashLSH
 
-    hashes = RMinHash.from_token_sets([shingles(t, shingle) for t in texts], num_perm, seed)
-    lsh = RMinHashLSH(threshold, num_perm, _bands(threshold, num_perm))
-    dupes: dict[int, tuple[int, float]] = {}
-    for i, mh in enumerate(hashes):
-        best = max(((j, mh.jaccard(hashes[j])) for j in lsh.query(mh)), key=lambda x: x[1], default=None)
-        if best is not None and best[1] >= threshold:
-            dupes[i] = best
+    RUN_CAP = 1 << 22  # band keys per sorted run: runs merge up to this size, so merges stay small
+
+    def __init__(self, threshold: float, shingle: int, num_perm: int, seed: int = 0, spill: str | None = None):
+        import numpy as np
+
+        self.threshold, self.shingle, self.num_perm, self.seed = threshold, shingle, num_perm, seed
+        self.bands = _bands(threshold, num_perm)
+        rng = np.random.default_rng(0x5EED)
+        self.mult = rng.integers(1, 1 << 63, size=(self.bands, num_perm // self.bands), dtype=np.uint64) | np.uint64(1)
+        self.band_salt = rng.integers(1, 1 << 63, size=self.bands, dtype=np.uint64)
+        self.runs: list[tuple] = []  # (sorted band keys, kept index of each)
+        self.kept = 0
+        self.spill = open(spill, "w+b") if spill else None
+        self.in_memory: list = []
+
+    def _keys(self, sigs):
+        import numpy as np
+
+        with np.errstate(over="ignore"):
+            h = (sigs.reshape(len(sigs), self.bands, -1).astype(np.uint64) * self.mult).sum(axis=2, dtype=np.uint64) ^ self.band_salt
+            h ^= h >> np.uint64(29)  # a final mix, so keys spread over the 64 bits
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(32)
+        return h
+
+    def _signature(self, j: int):
+        import numpy as np
+
+        if self.spill is None:
+            return self.in_memory[j]
+        size = 4 * self.num_perm
+        return np.frombuffer(os.pread(self.spill.fileno(), size, j * size), dtype=np.uint32)
+
+    def check(self, texts: list[str]) -> list[tuple[int, float] | None]:
+        import numpy as np
+        from rensa import RMinHash
+
+        if not texts:
+            return []
+        sigs = np.asarray(RMinHash.digests_from_token_sets([shingles(t, self.shingle) for t in texts], self.num_perm, self.seed), dtype=np.uint32)
+        keys = self._keys(sigs)  # [n, bands]
+        flat = keys.ravel()
+        # candidates among the texts kept before this chunk, per row of the chunk
+        earlier: dict[int, set[int]] = {}
+        order = np.argsort(flat)
+        queries = flat[order]  # sorted: the searches walk each run in order (several times faster than random probes)
+        for run_keys, run_ids in self.runs:
+            lo = np.searchsorted(run_keys, queries)
+            hit = np.flatnonzero(run_keys[np.minimum(lo, len(run_keys) - 1)] == queries)
+            hi = np.searchsorted(run_keys, queries[hit], "right")
+            for pos, start, end in zip(hit.tolist(), lo[hit].tolist(), hi.tolist()):
+                earlier.setdefault(int(order[pos]) // self.bands, set()).update(run_ids[start:end].tolist())
+        # rows of this chunk sharing a band key with another row of the chunk (equal neighbours once sorted)
+        same = queries[1:] == queries[:-1]
+        repeated = np.zeros(len(flat), dtype=bool)
+        repeated[order[1:][same]] = True
+        repeated[order[:-1][same]] = True
+        shared = repeated.reshape(keys.shape).any(axis=1)
+        out: list[tuple[int, float] | None] = [None] * len(texts)
+        kept_here: dict[int, int] = {}  # band key -> kept index, for the chunk's own kept rows
+        # only rows with a candidate (or sharing a key within the chunk) need a look; the rest are kept
+        look = shared.copy()
+        look[list(earlier)] = True
+        rejected = 0  # rows of the chunk rejected so far: a kept row's index is self.kept + its row - rejected
+        for i in np.flatnonzero(look).tolist():
+            cands = earlier.get(i, set())
+            if shared[i]:
+                cands = cands | {kept_here[k] for k in keys[i].tolist() if k in kept_here}
+            best = None
+            for j in sorted(cands):
+                other = sigs[self._row_of(j, out)] if j >= self.kept else self._signature(j)
+                sim = int(np.count_nonzero(other == sigs[i])) / self.num_perm
+                if best is None or sim > best[1]:
+                    best = (j, sim)
+            if best is not None and best[1] >= self.threshold:
+                out[i] = best
+                rejected += 1
+            elif shared[i]:
+                for k in keys[i].tolist():
+                    kept_here.setdefault(k, self.kept + i - rejected)
+        new = [i for i, hit in enumerate(out) if hit is None]
+        self._add(sigs[new], keys[new])
+        return out
+
+    def _row_of(self, j: int, out: list) -> int:
+        """The chunk row of kept index ``j`` (a row of the current chunk, kept earlier in it)."""
+        target, kept = j - self.kept, -1
+        for row, hit in enumerate(out):
+            kept += hit is None
+            if kept == target:
+                return row
+        raise AssertionError(j)
+
+    def _add(self, sigs, keys) -> None:
+        import numpy as np
+
+        n = len(sigs)
+        if not n:
+            return
+        if self.spill is not None:
+            self.spill.write(np.ascontiguousarray(sigs).tobytes())
+            self.spill.flush()
         else:
-            lsh.insert(i, mh)
+            self.in_memory.extend(sigs)
+        ids = np.repeat(np.arange(self.kept, self.kept + n, dtype=np.int32), self.bands)
+        flat = keys.ravel()
+        order = np.argsort(flat, kind="stable")
+        self.runs.append((flat[order], ids[order]))
+        self.kept += n
+        while len(self.runs) > 1 and len(self.runs[-2][0]) <= len(self.runs[-1][0]) * 2 and len(self.runs[-2][0]) + len(self.runs[-1][0]) <= self.RUN_CAP:
+            (k1, i1), (k2, i2) = self.runs.pop(-2), self.runs.pop()
+            k, i = np.concatenate([k1, k2]), np.concatenate([i1, i2])
+            order = np.argsort(k, kind="stable")
+            self.runs.append((k[order], i[order]))
+
+    def close(self) -> None:
+        if self.spill is not None:
+            self.spill.close()
+
+
+def near_duplicates(texts: list[str], threshold: float, shingle: int, num_perm: int, seed: int = 0) -> dict[int, tuple[int, float]]:
+    """For each text that nearly duplicates an earlier one: its index -> (earlier index, estimated Jaccard)."""
+    index = NearDupIndex(threshold, shingle, num_perm, seed)
+    kept_at: list[int] = []  # kept position -> text index
+    dupes: dict[int, tuple[int, float]] = {}
+    for i, hit in enumerate(index.check(texts)):
+        if hit is None:
+            kept_at.append(i)
+        else:
+            dupes[i] = (kept_at[hit[0]], hit[1])
     return dupes
 
 

@@ -9,24 +9,33 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import shutil
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
 
 from llmdistill.config import Config
-from llmdistill.data import load_problems
-from llmdistill.filter_rules import FILTER_FUNCTIONS, enabled
-from llmdistill.jsonl import iter_rows, write_rows
+from llmdistill.data import iter_split
+from llmdistill.atomic import atomic_open
+from llmdistill.filter_rules import FILTER_FUNCTIONS, GROUP_FILTERS, enabled, make_filter
+from llmdistill.jsonl import RowAppender, iter_rows
 from llmdistill.prompts import answer_stops, load_prompt
 from llmdistill.records import FilteredTrace, Trace
 from llmdistill.stage import StageRun, require_complete
-from llmdistill.tasks import check_trace, majority
+from llmdistill.tasks import check_trace
 
 log = logging.getLogger(__name__)
 
 
+CHUNK = 4096  # rows handed to each filter at a time
+
+
 def run_filters(rows: list[FilteredTrace], cfg: Config) -> tuple[list[FilteredTrace], list[FilteredTrace], dict]:
-    """(kept, rejected, funnel); each rejected row carries the filter's name and reason."""
+    """(kept, rejected, funnel) of a list held in memory; each rejected row carries the filter's
+    name and reason. The stage streams the same rules (``filter_traces``) with the same result."""
     kept, rejected, funnel = rows, [], {}
     for name in cfg.filter.order:
         if not enabled(cfg, name):
@@ -45,25 +54,67 @@ def run_filters(rows: list[FilteredTrace], cfg: Config) -> tuple[list[FilteredTr
     return kept, rejected, funnel
 
 
+class Accuracy:
+    """The teacher's accuracy, counted as rows stream by: per trace, and per problem the first
+    sample, the majority vote and any sample (pass@n).
+
+    Per problem it keeps a tuple (first sample, its verdict correct, any sample correct, answers,
+    extra): ``answers`` is the one answer seen with ``extra`` its count (the common case: the
+    majority is then correct exactly when any sample is) or, once answers differ, their counts
+    with ``extra`` the set of correct ones."""
+
+    def __init__(self):
+        self.traces = self.correct = 0
+        self.problems: dict[str, tuple] = {}
+
+    def add(self, r: FilteredTrace) -> None:
+        if r.verdict == "unlabeled" or r.rationalized:
+            return
+        ok, key = r.verdict == "correct", r.answer_key
+        self.traces += 1
+        self.correct += ok
+        g = self.problems.get(r.id)
+        if g is None:
+            self.problems[r.id] = (r.sample, ok, ok, key, 0 if key is None else 1)
+            return
+        first, first_ok, any_ok, answers, extra = g  # extra: the one answer's count, or the correct answers
+        if r.sample < first:
+            first, first_ok = r.sample, ok
+        if key is not None:
+            if answers is None:
+                answers, extra = key, 1
+            elif isinstance(answers, str) and key == answers:
+                extra += 1
+            elif isinstance(answers, str):  # answers differ: count them (a correct sample so far had the one answer)
+                answers, extra = Counter({answers: extra, key: 1}), ({answers} if any_ok else set()) | ({key} if ok else set())
+            else:
+                answers[key] += 1
+                if ok:
+                    extra.add(key)
+        self.problems[r.id] = (first, first_ok, any_ok or ok, answers, extra)
+
+    def result(self) -> dict:
+        if not self.traces:
+            return {"traces": None}
+        n = len(self.problems)
+        first = anyc = maj = 0
+        for _, first_ok, any_ok, answers, right in self.problems.values():
+            first += first_ok
+            anyc += any_ok
+            if isinstance(answers, Counter):
+                maj += answers.most_common(1)[0][0] in right
+            else:
+                maj += answers is not None and any_ok
+        return {"traces": round(self.correct / self.traces, 4), "problems": n, "first_sample": round(first / n, 4),
+                "majority_vote": round(maj / n, 4), "any_sample": round(anyc / n, 4)}
+
+
 def teacher_accuracy(rows: list[FilteredTrace]) -> dict:
     """Per-trace accuracy, and per problem: first sample, majority vote, any sample (pass@n)."""
-    labelled = [r for r in rows if r.verdict != "unlabeled"]
-    if not labelled:
-        return {"traces": None}
-    groups: dict[str, list[FilteredTrace]] = defaultdict(list)
-    for r in labelled:
-        groups[r.id].append(r)
-    first = sum(min(g, key=lambda r: r.sample).verdict == "correct" for g in groups.values())
-    anyc = sum(any(r.verdict == "correct" for r in g) for g in groups.values())
-    maj = 0
-    for g in groups.values():
-        top, votes = majority(r.answer_key for r in g)
-        maj += votes > 0 and any(r.answer_key == top and r.verdict == "correct" for r in g)
-    n = len(groups)
-    return {
-        "traces": round(sum(r.verdict == "correct" for r in labelled) / len(labelled), 4),
-        "problems": n, "first_sample": round(first / n, 4), "majority_vote": round(maj / n, 4), "any_sample": round(anyc / n, 4),
-    }
+    acc = Accuracy()
+    for r in rows:
+        acc.add(r)
+    return acc.result()
 
 
 @contextmanager
@@ -79,39 +130,137 @@ def gc_paused():
             gc.enable()
 
 
+def _chunks(rows: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def filter_passes(names: list[str]) -> list[list[str]]:
+    """The filters of each pass over the rows: a group filter starts a pass, since it judges a row
+    only once the previous pass has shown it every row of the row's problem."""
+    passes: list[list[str]] = [[]]
+    for name in names:
+        if name in GROUP_FILTERS:
+            passes.append([])
+        passes[-1].append(name)
+    return passes
+
+
+class _Checked:
+    """The first pass's input: the traces of the selected problems, parsed and checked, counted."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.stop = answer_stops(load_prompt(cfg.data.prompt), cfg.data)
+        self.selected = {p.id for p in iter_split(cfg.data, cfg.data.train_split)}  # ids only: a split of millions streams
+        self.rows_in = self.outside = self.cut = self.thinking = 0
+        self.verdicts: Counter = Counter()
+        self.accuracy = Accuracy()
+
+    def __iter__(self) -> Iterator[FilteredTrace]:
+        for t in iter_rows(self.cfg.stage_dir("generate") / "traces.jsonl", Trace):
+            if t.id not in self.selected:  # generated for a larger data.max_train earlier: kept by generate, not part of this run
+                self.outside += 1
+                continue
+            r = check_trace(t, self.stop, self.cfg.data)
+            self.rows_in += 1
+            self.verdicts[r.verdict] += 1
+            self.cut += r.cut is not None
+            self.thinking += r.thinking is not None
+            self.accuracy.add(r)
+            yield r
+
+
 def filter_traces(cfg: Config, overwrite: bool = False) -> dict:
-    """Parse, check and clean the traces of the selected train problems; returns the stage stats."""
+    """Parse, check and clean the traces of the selected train problems; returns the stage stats.
+
+    Streams: rows go through the filters a chunk at a time and out to ``kept.jsonl`` and (via one
+    file per filter, joined in filter order) ``rejected.jsonl``, so memory holds only the filters'
+    state. With a group filter (vote, select) enabled the rows reaching it are written to a
+    temporary file and read again in a second pass; the result is the same as judging all rows
+    at once (``run_filters``)."""
     require_complete(cfg, "generate")
     with StageRun(cfg, "filter", overwrite) as run, gc_paused():
-        stop = answer_stops(load_prompt(cfg.data.prompt), cfg.data)
-        selected = {p.id for p in load_problems(cfg.data, cfg.data.train_split)}
-        rows, outside = [], 0
-        for t in iter_rows(cfg.stage_dir("generate") / "traces.jsonl", Trace):
-            if t.id in selected:
-                rows.append(check_trace(t, stop, cfg.data))
-            else:  # generated for a larger data.max_train earlier: kept by generate, not part of this run
-                outside += 1
-        if outside:
-            log.info("filter: %d traces belong to problems outside the current selection (data.max_train) and are not used", outside)
-        accuracy = teacher_accuracy([r for r in rows if not r.rationalized])
-        kept, rejected, funnel = run_filters(rows, cfg)
-        assert len(kept) + len(rejected) == len(rows)
-        write_rows(run.dir / "kept.jsonl", kept)
-        write_rows(run.dir / "rejected.jsonl", rejected)
+        names = [n for n in cfg.filter.order if enabled(cfg, n)]
+        work = run.dir / ".work"  # scratch: per-filter rejected rows, rows between passes, MinHashes
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        filters = {n: make_filter(n, cfg, work) for n in names}
+        funnel = {n: {"in": 0, "out": 0, "seconds": 0.0} for n in names}
+        rejected = {n: RowAppender(work / f"rejected.{n}.jsonl", fsync=False) for n in names}
+        checked = _Checked(cfg)
+        source: Iterable[FilteredTrace] = checked
+        kept_ids: set[str] = set()
+        kept = kept_rationalized = 0
+        passes = filter_passes(names)
+        for k, stage_names in enumerate(passes):
+            last = k == len(passes) - 1
+            out_path = work / ("kept.jsonl" if last else f"pass{k + 1}.jsonl")
+            observer = None if last else filters[passes[k + 1][0]]
+            with RowAppender(out_path, fsync=False) as out:
+                for chunk in _chunks(source, CHUNK):
+                    for name in stage_names:
+                        t0 = time.perf_counter()
+                        reasons = filters[name](chunk)
+                        survivors = []
+                        for row, why in zip(chunk, reasons, strict=True):
+                            if why is None:
+                                survivors.append(row)
+                            else:
+                                row.rejected_by, row.reason = name, why
+                        rejected[name].write(r for r in chunk if r.rejected_by == name)
+                        funnel[name]["in"] += len(chunk)
+                        funnel[name]["out"] += len(survivors)
+                        funnel[name]["seconds"] += time.perf_counter() - t0
+                        chunk = survivors
+                    if observer is not None:
+                        t0 = time.perf_counter()
+                        observer.observe(chunk)
+                        funnel[passes[k + 1][0]]["seconds"] += time.perf_counter() - t0
+                    elif chunk:
+                        kept += len(chunk)
+                        kept_rationalized += sum(r.rationalized for r in chunk)
+                        kept_ids.update(r.id for r in chunk)
+                    out.write(chunk)
+            if k == 0 and checked.outside:
+                log.info("filter: %d traces belong to problems outside the current selection (data.max_train) and are not used", checked.outside)
+            source = iter_rows(out_path, FilteredTrace)
+        for f in [*rejected.values(), *filters.values()]:
+            getattr(f, "close", lambda: None)()
+        _join([work / f"rejected.{n}.jsonl" for n in names], run.dir / "rejected.jsonl")
+        os.replace(work / "kept.jsonl", run.dir / "kept.jsonl")
+        shutil.rmtree(work)
+        rejected_by = {n: funnel[n]["in"] - funnel[n]["out"] for n in names if funnel[n]["in"] > funnel[n]["out"]}
+        accuracy = checked.accuracy.result()
+        assert kept + sum(rejected_by.values()) == checked.rows_in
         stats = {
-            "rows_in": len(rows),
-            "traces_outside_selection": outside,
-            "kept": len(kept),
-            "rejected": len(rejected),
-            "rejected_by": dict(Counter(r.rejected_by for r in rejected)),
-            "funnel": funnel,
-            "verdicts": dict(Counter(r.verdict for r in rows)),
+            "rows_in": checked.rows_in,
+            "traces_outside_selection": checked.outside,
+            "kept": kept,
+            "rejected": sum(rejected_by.values()),
+            "rejected_by": rejected_by,
+            "funnel": {n: {**v, "seconds": round(v["seconds"], 3)} for n, v in funnel.items()},
+            "verdicts": dict(checked.verdicts),
             "teacher_accuracy": accuracy["traces"],
             "teacher_accuracy_detail": accuracy,
-            "kept_problems": len({r.id for r in kept}),
-            "kept_rationalized": sum(r.rationalized for r in kept),
-            "cut_continuations": sum(r.cut is not None for r in rows),
-            "with_thinking": sum(r.thinking is not None for r in rows),
+            "kept_problems": len(kept_ids),
+            "kept_rationalized": kept_rationalized,
+            "cut_continuations": checked.cut,
+            "with_thinking": checked.thinking,
         }
-        log.info("filter kept %d of %d traces (teacher accuracy %s)", len(kept), len(rows), accuracy["traces"])
+        log.info("filter kept %d of %d traces (teacher accuracy %s)", kept, checked.rows_in, accuracy["traces"])
         return run.finish(stats, outputs=[run.dir / "kept.jsonl", run.dir / "rejected.jsonl"])
+
+
+def _join(parts: list[Path], dest: Path) -> None:
+    """The per-filter rejected files, one after the other, as one file (atomically)."""
+    with atomic_open(dest, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as fh:
+                shutil.copyfileobj(fh, out, 1 << 20)

@@ -1,19 +1,28 @@
 """The rules of the filter stage (``filter.order``): small functions in a registry, each with its config section.
 
 A filter sees the rows still kept and returns, for each, a reason to reject it or None to keep
-it. Filters that look at groups (vote, dedup, select) see every kept row at once.
+it. The stage streams: a filter is handed the kept rows a chunk at a time, in file order.
+
+- Row filters (truncated, parse, correct, length, degenerate) judge each row alone.
+- Sequential filters (dedup_exact, dedup_near, decontaminate) keep state across chunks: the keys
+  and the MinHash-LSH index of the rows kept so far, the evaluation n-grams.
+- Group filters (vote, select) judge a row by its problem's other rows: they ``observe`` every row
+  that reaches them in one pass, then judge them in the next (``GROUP_FILTERS``).
+
+``make_filter(name, cfg)`` returns the callable for one run; ``FILTER_FUNCTIONS[name](rows, cfg)``
+judges a whole list at once (the same rules, for tests and small inputs).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Callable
 
 from llmdistill.config import Config
-from llmdistill.dedup import build_ngram_index, exact_key, near_duplicates, normalize, shared_ngram
+from llmdistill.dedup import NearDupIndex, build_ngram_index, exact_key, normalize, shared_ngram
 from llmdistill.records import FilteredTrace
-from llmdistill.tasks import majority
 
 log = logging.getLogger(__name__)
 Reasons = list["str | None"]
@@ -38,26 +47,45 @@ def correct(rows: list[FilteredTrace], cfg: Config) -> Reasons:
     ]
 
 
-def vote(rows: list[FilteredTrace], cfg: Config) -> Reasons:
-    """Majority answer per problem; keep samples agreeing with gold (labelled) or the majority."""
-    groups: dict[str, list[FilteredTrace]] = defaultdict(list)
-    for r in rows:
-        groups[r.id].append(r)
-    for group in groups.values():
-        top, votes = majority(r.answer_key for r in group)
-        for r in group:
-            r.majority, r.agreement = top, round(votes / len(group), 4)
-    out: Reasons = []
-    for r in rows:
-        if r.agreement < cfg.filter.vote.min_agreement:
-            out.append(f"majority answer {r.majority!r} has agreement {r.agreement} < {cfg.filter.vote.min_agreement}")
-        elif r.verdict == "unlabeled" and r.answer_key != r.majority:
-            out.append(f"answer {r.answer_key!r} disagrees with the majority {r.majority!r}")
-        elif r.verdict == "wrong":
-            out.append(f"answer {r.answer_key!r} disagrees with gold (majority {r.majority!r})")
-        else:
-            out.append(None)
-    return out
+class Vote:
+    """Majority answer per problem; keep samples agreeing with gold (labelled) or the majority.
+    The state is a count of answers per problem."""
+
+    group = True
+
+    def __init__(self, cfg: Config):
+        self.min_agreement = cfg.filter.vote.min_agreement
+        self.counts: dict[str, Counter] = defaultdict(Counter)
+        self.sizes: Counter = Counter()
+        self.decided: dict[str, tuple] | None = None
+
+    def observe(self, rows: list[FilteredTrace]) -> None:
+        for r in rows:
+            self.sizes[r.id] += 1
+            if r.answer_key is not None:  # None answers do not vote (tasks.majority)
+                self.counts[r.id][r.answer_key] += 1
+            else:
+                self.counts[r.id]  # noqa: B018 (the problem is known, with no votes)
+
+    def __call__(self, rows: list[FilteredTrace]) -> Reasons:
+        if self.decided is None:
+            self.decided = {}
+            for pid, counts in self.counts.items():
+                top, votes = counts.most_common(1)[0] if counts else (None, 0)
+                self.decided[pid] = (top, round(votes / self.sizes[pid], 4))
+            self.counts = {}
+        out: Reasons = []
+        for r in rows:
+            r.majority, r.agreement = self.decided[r.id]
+            if r.agreement < self.min_agreement:
+                out.append(f"majority answer {r.majority!r} has agreement {r.agreement} < {self.min_agreement}")
+            elif r.verdict == "unlabeled" and r.answer_key != r.majority:
+                out.append(f"answer {r.answer_key!r} disagrees with the majority {r.majority!r}")
+            elif r.verdict == "wrong":
+                out.append(f"answer {r.answer_key!r} disagrees with gold (majority {r.majority!r})")
+            else:
+                out.append(None)
+        return out
 
 
 def length(rows: list[FilteredTrace], cfg: Config) -> Reasons:
@@ -77,8 +105,8 @@ def degenerate(rows: list[FilteredTrace], cfg: Config) -> Reasons:
         lines = Counter(line.strip() for line in text.splitlines() if line.strip())
         line, repeats = lines.most_common(1)[0] if lines else ("", 0)
         words = normalize(text).split()
-        grams = [tuple(words[i : i + c.ngram]) for i in range(len(words) - c.ngram + 1)]
-        repeated = 1 - len(set(grams)) / len(grams) if grams else 0.0
+        count = len(words) - c.ngram + 1  # word n-grams; the distinct ones zipped from shifted copies (fast)
+        repeated = 1 - len(set(zip(*(words[i:] for i in range(c.ngram))))) / count if count > 0 else 0.0
         if repeats >= c.max_line_repeats:
             out.append(f"line repeated {repeats} times: {line[:60]!r}")
         elif repeated > c.max_repeated_ngram_fraction:
@@ -88,66 +116,147 @@ def degenerate(rows: list[FilteredTrace], cfg: Config) -> Reasons:
     return out
 
 
-def dedup_exact(rows: list[FilteredTrace], cfg: Config) -> Reasons:
-    seen: dict[str, FilteredTrace] = {}
-    out: Reasons = []
-    for r in rows:
-        key = exact_key(f"{r.question}\n{r.rationale}\n{r.answer_key}")
-        first = seen.setdefault(key, r)
-        out.append(None if first is r else f"exact duplicate of {first.id} sample {first.sample}")
-    return out
+class DedupExact:
+    """The first row with a given normalized (question, rationale, answer) is kept; the state is a
+    16-byte key per distinct row and the id and sample of its first row."""
+
+    def __init__(self, cfg: Config):
+        self.seen: dict[bytes, str] = {}
+
+    def __call__(self, rows: list[FilteredTrace]) -> Reasons:
+        out: Reasons = []
+        seen = self.seen
+        for r in rows:
+            key = exact_key(f"{r.question}\n{r.rationale}\n{r.answer_key}")
+            first = seen.get(key)
+            if first is None:
+                seen[key] = f"{r.id} sample {r.sample}"
+                out.append(None)
+            else:
+                out.append(f"exact duplicate of {first}")
+        return out
 
 
-def dedup_near(rows: list[FilteredTrace], cfg: Config) -> Reasons:
-    c = cfg.filter.dedup_near
-    dupes = near_duplicates([f"{r.question} {r.rationale}" for r in rows], c.threshold, c.shingle, c.num_perm, c.seed)
-    out: Reasons = [None] * len(rows)
-    for i, (j, sim) in dupes.items():
-        out[i] = f"near duplicate of {rows[j].id} sample {rows[j].sample} (estimated Jaccard {sim:.2f})"
-    return out
+class DedupNear:
+    """MinHash-LSH near duplicates of the rows kept so far (``dedup.NearDupIndex``)."""
+
+    def __init__(self, cfg: Config, work: Path | None = None):
+        c = cfg.filter.dedup_near
+        self.index = NearDupIndex(c.threshold, c.shingle, c.num_perm, c.seed, spill=str(work / "minhashes.bin") if work else None)
+        self.labels: list[str] = []  # the kept rows' id and sample, for the reason
+
+    def __call__(self, rows: list[FilteredTrace]) -> Reasons:
+        out: Reasons = []
+        for r, hit in zip(rows, self.index.check([f"{r.question} {r.rationale}" for r in rows])):
+            if hit is None:
+                self.labels.append(f"{r.id} sample {r.sample}")
+                out.append(None)
+            else:
+                out.append(f"near duplicate of {self.labels[hit[0]]} (estimated Jaccard {hit[1]:.2f})")
+        return out
+
+    def close(self) -> None:
+        self.index.close()
 
 
-def decontaminate(rows: list[FilteredTrace], cfg: Config) -> Reasons:
-    from llmdistill.data import load_problems, load_question_texts
+class Decontaminate:
+    """Rows sharing a word n-gram with an evaluation set; the n-gram index is built once."""
 
-    c = cfg.filter.decontaminate
-    texts = [q for path in c.eval_sets for q in load_question_texts(path, cfg.data)]
-    if c.include_test_split:
-        texts += [p.question for p in load_problems(cfg.data, cfg.data.test_split)]
-    index = build_ngram_index(texts, c.ngram)
-    log.info("decontaminate: %d %d-grams from %d evaluation questions", len(index), c.ngram, len(texts))
-    out: Reasons = []
-    for r in rows:
-        hit = shared_ngram(r.question, index, c.ngram) or shared_ngram(r.rationale or "", index, c.ngram)
-        out.append(f"shares the {c.ngram}-gram {hit!r} with an evaluation set" if hit else None)
-    return out
+    def __init__(self, cfg: Config):
+        from llmdistill.data import load_problems, load_question_texts
+
+        self.c = c = cfg.filter.decontaminate
+        texts = [q for path in c.eval_sets for q in load_question_texts(path, cfg.data)]
+        if c.include_test_split:
+            texts += [p.question for p in load_problems(cfg.data, cfg.data.test_split)]
+        self.index = build_ngram_index(texts, c.ngram)
+        log.info("decontaminate: %d %d-grams from %d evaluation questions", len(self.index), c.ngram, len(texts))
+
+    def __call__(self, rows: list[FilteredTrace]) -> Reasons:
+        n, index = self.c.ngram, self.index
+        out: Reasons = []
+        for r in rows:
+            hit = shared_ngram(r.question, index, n) or shared_ngram(r.rationale or "", index, n)
+            out.append(f"shares the {n}-gram {hit!r} with an evaluation set" if hit else None)
+        return out
 
 
-def select(rows: list[FilteredTrace], cfg: Config) -> Reasons:
-    """Keep at most ``max_per_problem`` traces per problem: the shortest, the first, or distinct ones."""
-    c = cfg.filter.select
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        groups[r.id].append(i)
-    keep: set[int] = set()
-    for idx in groups.values():
-        if c.strategy == "shortest":
-            idx = sorted(idx, key=lambda i: (len((rows[i].rationale or "").split()), rows[i].sample))
-        elif c.strategy == "distinct":
-            seen, distinct = set(), []
-            for i in idx:
-                key = normalize(rows[i].rationale or "")
-                if key not in seen:
-                    seen.add(key)
-                    distinct.append(i)
-            idx = distinct
-        keep.update(idx[: c.max_per_problem])
-    return [None if i in keep else f"not among the {c.max_per_problem} {c.strategy} traces of its problem" for i in range(len(rows))]
+class Select:
+    """Keep at most ``max_per_problem`` traces per problem: the shortest, the first, or distinct ones.
+    The state is, per problem, the position (among the rows reaching select) and sort key of its rows."""
+
+    group = True
+
+    def __init__(self, cfg: Config):
+        self.c = cfg.filter.select
+        self.groups: dict[str, list[tuple]] = defaultdict(list)
+        self.position = 0
+        self.keep: set[int] | None = None
+
+    def observe(self, rows: list[FilteredTrace]) -> None:
+        strategy = self.c.strategy
+        for r in rows:
+            if strategy == "shortest":
+                key = (len((r.rationale or "").split()), r.sample)
+            elif strategy == "distinct":
+                key = exact_key(r.rationale or "")  # normalize()d text, hashed: equal keys, equal texts
+            else:
+                key = None
+            self.groups[r.id].append((self.position, key))
+            self.position += 1
+
+    def __call__(self, rows: list[FilteredTrace]) -> Reasons:
+        c = self.c
+        if self.keep is None:
+            self.keep = set()
+            for members in self.groups.values():
+                if c.strategy == "shortest":
+                    members = sorted(members, key=lambda m: m[1])  # stable: ties keep their order
+                elif c.strategy == "distinct":
+                    seen, distinct = set(), []
+                    for m in members:
+                        if m[1] not in seen:
+                            seen.add(m[1])
+                            distinct.append(m)
+                    members = distinct
+                self.keep.update(m[0] for m in members[: c.max_per_problem])
+            self.groups, self.position = {}, 0
+        out: Reasons = []
+        for _ in rows:
+            out.append(None if self.position in self.keep else f"not among the {c.max_per_problem} {c.strategy} traces of its problem")
+            self.position += 1
+        return out
+
+
+ROW_FILTERS = {"truncated": truncated, "parse": parse, "correct": correct, "length": length, "degenerate": degenerate}
+STATEFUL_FILTERS = {"dedup_exact": DedupExact, "dedup_near": DedupNear, "decontaminate": Decontaminate, "vote": Vote, "select": Select}
+GROUP_FILTERS = {"vote", "select"}
+
+
+def make_filter(name: str, cfg: Config, work: Path | None = None):
+    """The filter ``name`` for one run: ``f(rows) -> reasons``; a group filter also has
+    ``observe(rows)``. ``work``: a scratch folder (dedup_near keeps its MinHashes there)."""
+    if name in ROW_FILTERS:
+        rule = ROW_FILTERS[name]
+        return lambda rows: rule(rows, cfg)
+    if name == "dedup_near":
+        return DedupNear(cfg, work)
+    return STATEFUL_FILTERS[name](cfg)
+
+
+def _whole(name: str) -> Callable[[list[FilteredTrace], Config], Reasons]:
+    def judge(rows: list[FilteredTrace], cfg: Config) -> Reasons:
+        f = make_filter(name, cfg)
+        if name in GROUP_FILTERS:
+            f.observe(rows)
+        return f(rows)
+
+    judge.__name__ = name
+    return judge
 
 
 FILTER_FUNCTIONS: dict[str, Callable[[list[FilteredTrace], Config], Reasons]] = {
-    "truncated": truncated, "parse": parse, "correct": correct, "vote": vote, "length": length, "degenerate": degenerate,
-    "dedup_exact": dedup_exact, "dedup_near": dedup_near, "decontaminate": decontaminate, "select": select,
+    name: ROW_FILTERS.get(name) or _whole(name) for name in [*ROW_FILTERS, *STATEFUL_FILTERS]
 }
 
 

@@ -60,10 +60,11 @@ def write_rows(path: str | Path, rows: Iterable[BaseModel]) -> int:
 
 
 class RowAppender:
-    """Appends rows as they are produced and fsyncs each batch, for resumable long jobs."""
+    """Appends rows as they are produced and fsyncs each batch, for resumable long jobs
+    (``fsync=False``: for scratch files that a crash makes worthless anyway)."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, fsync: bool = True):
+        self.path, self.fsync = Path(path), fsync
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")
         self._writer = _writer(self._fh)
@@ -71,8 +72,9 @@ class RowAppender:
     def write(self, rows: Iterable[BaseModel]) -> None:
         for row in rows:
             self._writer.write(row)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if self.fsync:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         self._fh.close()

@@ -5,7 +5,7 @@ parse + correct + exact dedup alone; the near-dup step (rensa MinHash-LSH) again
 datasketch MinHashLSH baseline on the same texts, with recall and precision on the planted
 near-duplicates; and peak memory at several corpus sizes (one process each).
 
-    python scripts/bench_filter.py [--rows 200000] [--json out.json]
+    python scripts/bench_filter.py [--rows 200000] [--sizes 200000 1000000 2000000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -60,28 +60,41 @@ def corpus(n: int, seed: int = 0) -> tuple[list[dict], set[int], set[int]]:
     return rows, exact, near
 
 
-def make_run(tmp: Path, rows: list[dict]):
+def bench_config(tmp: Path):
     from llmdistill.config import Config
 
+    return Config.model_validate({"output_dir": str(tmp / "run"), "data": {"path": str(tmp / "data"), "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml")},
+                                  "teacher": {"model_name_or_path": "synthetic"}})
+
+
+def make_run(tmp: Path, rows: list[dict]):
+    """A run folder whose generate stage holds ``rows``, with the problems they answer."""
+    from llmdistill.config.file import save_config
+
+    cfg = bench_config(tmp)
     gen = tmp / "run" / "generate"
     gen.mkdir(parents=True, exist_ok=True)
     with open(gen / "traces.jsonl", "w") as fh:
         fh.writelines(json.dumps(row) + "\n" for row in rows)
     (tmp / "data").mkdir(exist_ok=True)
+    with open(tmp / "data" / "train.jsonl", "w") as fh:  # the problems: the filter keeps the traces of the selected ones
+        problems = {row["id"]: {"id": row["id"], "question": row["question"], "answer": row["answer"]} for row in rows}
+        fh.writelines(json.dumps(p) + "\n" for p in problems.values())
     (tmp / "data" / "test.jsonl").write_text(json.dumps({"id": "t", "question": "how many apples are left in the basket now", "answer": "1"}) + "\n")
-    cfg = Config.model_validate({"output_dir": str(tmp / "run"), "data": {"path": str(tmp / "data"), "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml")},
-                                 "teacher": {"model_name_or_path": "synthetic"}})
+    save_config(cfg, gen / "config.yaml")  # the generate stage's record, as the stage itself leaves it
     stats = {"stage": "generate", "config_hash": cfg.stage_hash("generate"), "run_id": "bench"}
     (gen / "stats.json").write_text(json.dumps(stats))
     return cfg
 
 
 def bench_stage(n: int) -> dict:
+    """The whole stage on n traces: the corpus is written by another process, so this one's peak
+    memory is the stage's own."""
     from llmdistill.filter import filter_traces
 
-    rows, _, _ = corpus(n)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = make_run(Path(tmp), rows)
+        subprocess.run([sys.executable, __file__, "--write-corpus", str(n), tmp], check=True)
+        cfg = bench_config(Path(tmp))
         t0 = time.perf_counter()
         stats = filter_traces(cfg)
         seconds = time.perf_counter() - t0
@@ -103,7 +116,9 @@ def bench_steps(n: int, threshold: float, shingle: int, num_perm: int, repeats: 
     from llmdistill.dedup import near_duplicates, shingles
     from llmdistill.filter import gc_paused
     from llmdistill.tasks import check_trace
-    from llmdistill.filter_rules import correct, dedup_exact, parse
+    from llmdistill.filter_rules import FILTER_FUNCTIONS, correct, parse
+
+    dedup_exact = FILTER_FUNCTIONS["dedup_exact"]
     from llmdistill.records import Trace
 
     rows, exact, near = corpus(n)
@@ -166,17 +181,17 @@ def bench_steps(n: int, threshold: float, shingle: int, num_perm: int, repeats: 
 
 def main(args) -> None:
     results = {"date": str(date.today()), "host": platform.node(), "cpus": os.cpu_count()}
-    results["steps"] = bench_steps(args.rows, 0.8, 5, 128, args.repeats)
+    results["steps"] = bench_steps(min(args.rows, args.steps_rows), 0.8, 5, 128, args.repeats)
     print(json.dumps(results["steps"]), file=sys.stderr)
     results["stage"] = []
-    for n in sorted({args.rows // 4, args.rows // 2, args.rows}):
+    for n in sorted(set(args.sizes or [args.rows // 4, args.rows // 2, args.rows])):
         proc = subprocess.run([sys.executable, __file__, "--stage-only", str(n)], capture_output=True, text=True)
         if proc.returncode:
             sys.exit(proc.stderr[-3000:])
         results["stage"].append(json.loads(proc.stdout.splitlines()[-1]))
         print(json.dumps(results["stage"][-1]), file=sys.stderr)
     s = results["steps"]
-    print(f"\n{results['date']} · {results['cpus']} CPUs · {args.rows} synthetic traces ({s['planted_exact']} exact + {s['planted_near']} near duplicates planted)\n")
+    print(f"\n{results['date']} · {results['cpus']} CPUs · steps: {s['rows']} synthetic traces ({s['planted_exact']} exact + {s['planted_near']} near duplicates planted)\n")
     print("| step | seconds | rows/s | precision | recall |\n|---|---|---|---|---|")
     print(f"| parse + correct + exact dedup (best of {s['repeats']}; median {s['parse_correct_exact_median_rows_per_s']:,} rows/s) | {s['parse_correct_exact_s']} | {s['parse_correct_exact_rows_per_s']:,} | - | - |")
     print(f"| near dedup, rensa MinHash-LSH (ours) | {s['near_ours_s']} | {s['near_ours_rows_per_s']:,} | {s['near_ours_precision']} | {s['near_ours_recall']} |")
@@ -194,8 +209,13 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=5, help="runs of the parse + correct + exact dedup step")
     parser.add_argument("--json")
     parser.add_argument("--stage-only", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--steps-rows", type=int, default=200_000, help="traces for the per-step timings (held in memory)")
+    parser.add_argument("--write-corpus", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", type=int, nargs="+", help="whole-stage sizes (default: rows/4, rows/2, rows)")
     args = parser.parse_args()
-    if args.stage_only:
+    if args.write_corpus:
+        make_run(Path(args.write_corpus[1]), corpus(int(args.write_corpus[0]))[0])
+    elif args.stage_only:
         print(json.dumps(bench_stage(args.stage_only)))
     else:
         main(args)
