@@ -64,6 +64,8 @@ class RayWriter:
                  problem_ids: list[str], split_rows: int | None):
         self.cfg, self.out, self.rows, self.have, self.split = cfg, out, rows, have, split
         self.problem_ids, self.split_rows = problem_ids, split_rows
+        self.template, self.params, self.processor, self.tokenizer = template, params, None, None
+        self.problems_seen: set[str] = set()
         self.tokens_out = self.problems_done = 0
         self.ray = _ray()
         r = cfg.generate.ray
@@ -80,6 +82,8 @@ class RayWriter:
 
     def run(self, problems: list[Problem], index: dict[str, int], first_sample: int = 0, hint: bool = False, desc: str = "generate") -> None:
         r = self.cfg.generate.ray
+        if r.processor == "ray_llm":
+            return self._run_ray_llm(problems, first_sample, hint, desc)
         items = [{"problem": p.model_dump_json(), "row": index[p.id]} for p in problems]
         batch = r.batch_size or self.cfg.teacher.batch_size
         ds = self.ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch)))
@@ -99,7 +103,30 @@ class RayWriter:
             bar.set_postfix(tok_s=f"{self.tokens_out / max(time.time() - t0, 1e-9):.1f}")
         bar.close()
 
+    def _run_ray_llm(self, problems: list[Problem], first_sample: int, hint: bool, desc: str) -> None:
+        """The vLLM teacher through ``ray.data.llm`` (``generate_ray_llm``): one row per missing sample."""
+        from llmdistill import generate_ray_llm as llm
+        from llmdistill.backends.hf import load_tokenizer
+
+        if self.processor is None:
+            self.processor = llm.build(self.cfg)
+            self.tokenizer = load_tokenizer(self.cfg.teacher.model_name_or_path)
+        rows = llm.llm_rows(self.cfg, self.template, self.params, self.tokenizer, problems, self.have, first_sample, hint)
+        r = self.cfg.generate.ray
+        ds = self.ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // (r.batch_size or self.cfg.teacher.batch_size))))
+        bar = tqdm(total=len(rows), desc=f"{desc} (ray.data.llm, {r.replicas} replicas)", unit="sample")
+        t0 = time.time()
+        for out in self.processor(ds).iter_batches(batch_size=None, batch_format="pandas"):
+            traces = [llm.trace_of(self.cfg, self.template, self.params, row, hint) for row in out.to_dict("records")]
+            self.keep(traces)
+            new = {t.id for t in traces} - self.problems_seen
+            self.problems_seen |= new
+            self.problems_done += len(new)
+            bar.update(len(traces))
+            bar.set_postfix(tok_s=f"{self.tokens_out / max(time.time() - t0, 1e-9):.1f}")
+        bar.close()
+
     def stats(self) -> dict:
         r = self.cfg.generate.ray
-        return {"replicas": r.replicas, "num_cpus_per_replica": r.num_cpus_per_replica, "num_gpus_per_replica": r.num_gpus_per_replica,
+        return {"processor": r.processor, "replicas": r.replicas, "num_cpus_per_replica": r.num_cpus_per_replica, "num_gpus_per_replica": r.num_gpus_per_replica,
                 "address": r.address or "local"}

@@ -70,13 +70,29 @@ def student_config(args, arm: str, teacher: str, beta: float | None = None, kd_s
         o |= {"kd.method": "on_policy", "kd.after_sft": False, **kd}
     elif arm == "offline_topk":
         # The fine-tuned teacher answers the train problems with its own prompt (the label prompt,
-        # zero-shot) and returns its top-k per token; the student learns those tokens and distributions.
+        # zero-shot: a prompt file whose instruction is the label task's) and returns its top-k per
+        # token; the student learns those tokens and distributions. Its answers carry no rationale, so
+        # the length filter (a minimum rationale length) is off; the correct filter keeps the right ones.
         # (offline top-k trains mode cot: the recipe's step-by-step settings go back to their defaults.)
         o |= {"teacher.model_name_or_path": teacher, "teacher.backend": args.teacher_backend, "teacher.replay": "{}", "data.num_shots": 0,
+              "data.prompt": str(label_prompt(Path(args.out))), "filter.length.enabled": "false",
               "generate.logprobs": args.topk, "generate.max_new_tokens": args.cot_tokens, "train.mode": "cot", "train.label_source": "teacher",
               "train.gold_label": "value", "train.alpha": 0.5, "train.batch_unit": "problems", "train.labels_for": "all_problems",
               "train.eval_max_new_tokens": args.cot_tokens, "evaluate.max_new_tokens": args.cot_tokens, "kd.method": "offline_topk", "kd.lam": args.lam}
     return load(o)
+
+
+def label_prompt(out: Path) -> Path:
+    """The SVAMP prompt file with the label task's instruction as its own: the generate stage then
+    asks the teacher exactly what it was trained to answer, and the student is asked the same."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "prompts" / "arithmetic_cot.yaml").read_text())
+    spec["name"], spec["instruction"] = "arithmetic_label", spec.get("label_instruction", "[label]")
+    path = out / "prompt_label.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
 
 
 def run_one(cfg) -> dict:

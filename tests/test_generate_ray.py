@@ -99,3 +99,53 @@ def test_a_killed_replica_is_restarted_and_the_run_completes(local_cluster, tmp_
     assert killed, "no replica was found to kill"
     rows = read_rows(path, Trace)
     assert stats["traces"] == len(rows) == len({r.key for r in rows}) == 800
+
+
+def test_sigkill_of_the_driver_then_rerun_equals_the_uninterrupted_run(tmp_path, tiny_model):
+    """A real `llmdistill generate` process on the Ray engine (two transformers replicas on the local
+    cluster it starts), SIGKILLed once traces are on disk: the rerun asks only for the missing
+    ``(id, sample)`` pairs and ends with exactly the traces of an uninterrupted local run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    import yaml
+
+    from tests.test_resume import _config, _generate
+
+    killed = _config(tmp_path, tiny_model, "killed")
+    spec = yaml.safe_load(killed.read_text())
+    spec["generate"] |= {"engine": "ray", "ray": {"replicas": 2, "batch_size": 1}}
+    killed.write_text(yaml.safe_dump(spec))
+    traces = tmp_path / "killed" / "generate" / "traces.jsonl"
+    proc = _generate(killed, env={**os.environ, "RAY_ADDRESS": ""})  # its own local cluster, not this test's
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if traces.exists() and traces.read_bytes().count(b"\n") >= 6:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "generation finished before it could be killed"
+    tree = psutil.Process(proc.pid).children(recursive=True)  # the local cluster the driver started
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for p in tree:  # a killed driver leaves its local cluster behind: end it, as an operator would
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    partial = traces.read_bytes().count(b"\n")
+    assert 6 <= partial < 60 and not (tmp_path / "killed" / "generate" / "stats.json").exists()
+
+    rerun = subprocess.run([sys.executable, "-m", "llmdistill.cli", "generate", str(killed)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600, env={**os.environ, "RAY_ADDRESS": ""})
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    clean = _config(tmp_path, tiny_model, "clean")
+    assert _generate(clean).wait(timeout=300) == 0
+    resumed = read_rows(traces, Trace)
+    assert len(resumed) == 60 and len({t.key for t in resumed}) == 60  # none lost, none twice
+    assert _traces(traces) == _traces(tmp_path / "clean" / "generate" / "traces.jsonl")
+    stats = __import__("json").loads((tmp_path / "killed" / "generate" / "stats.json").read_text())
+    assert 0 < stats["problems_this_run"] < 30  # the rerun asked only for what was missing

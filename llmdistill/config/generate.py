@@ -118,6 +118,9 @@ class RaySection(Section):
     num_cpus_per_replica: float = operational(1.0, ge=0)
     num_gpus_per_replica: float = operational(0.0, ge=0)  # e.g. = teacher.tensor_parallel_size for vLLM replicas
     batch_size: int | None = operational(None, ge=1)  # problems per replica call; None: teacher.batch_size
+    # actor_pool: the teacher backend in a Ray Data actor pool (every backend); ray_llm: a vllm teacher
+    # through Ray's own LLM batch API (ray.data.llm's vLLM processor, the fast path on GPUs)
+    processor: Literal["actor_pool", "ray_llm"] = operational("actor_pool")
 
 
 class GenerateConfig(Section):

@@ -40,6 +40,13 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _ray_llm_is_for_vllm(self):
+        if self.generate.ray.processor == "ray_llm" and self.teacher.backend != "vllm":
+            raise ValueError(f"generate.ray.processor 'ray_llm' is Ray's vLLM batch API: it needs teacher.backend 'vllm' "
+                             f"(not {self.teacher.backend!r}); other backends run in the actor pool (processor: actor_pool)")
+        return self
+
+    @model_validator(mode="after")
     def _samples_need_samplers(self):
         if self.evaluate.samples and "teacher" in self.evaluate.models and self.teacher.backend == "replay":
             raise ValueError("evaluate.samples asks every model for sampled answers, but a replayed teacher has only its recorded "
