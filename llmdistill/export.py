@@ -14,14 +14,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import yaml
 
 from llmdistill.atomic import atomic_dir
 from llmdistill.config import Config
 from llmdistill.errors import UserError
-from llmdistill.jsonl import read_rows
+from llmdistill.jsonl import iter_rows
 from llmdistill.prompts import build_prompt, load_prompt
 from llmdistill.records import FilteredTrace
 from llmdistill.stage import read_stats, require_complete
@@ -50,7 +52,7 @@ def _features():
     return datasets.Features({k: datasets.Value(v) for k, v in COLUMNS.items()})
 
 
-def view_rows(cfg: Config, traces: list[FilteredTrace], objective: str) -> list[dict]:
+def view_rows(cfg: Config, traces: Iterable[FilteredTrace], objective: str) -> Iterator[dict]:
     """Conversational prompt/completion rows for ``trl sft`` (the prompt file's chat form)."""
     template = load_prompt(cfg.data.prompt)
     keep = cfg.train.thinking == "keep"
@@ -60,31 +62,34 @@ def view_rows(cfg: Config, traces: list[FilteredTrace], objective: str) -> list[
         return {"prompt": prompt, "completion": [{"role": "assistant", "content": template.output_text(task, rationale, t.pred or "")}],
                 "id": t.id, "sample": t.sample, "task": task}
 
-    out = []
     for t in traces:
         if objective == "cot":
-            out.append(row(t, "cot", t.training_rationale(keep, tags=True)))
+            yield row(t, "cot", t.training_rationale(keep, tags=True))
         elif objective == "label":
-            out.append(row(t, "label", ""))
+            yield row(t, "label", "")
         else:
-            out.append(row(t, "label", ""))
+            yield row(t, "label", "")
             if rationale := t.training_rationale(keep, tags=False):
-                out.append(row(t, "rationale", rationale))
-    return out
+                yield row(t, "rationale", rationale)
 
 
-def _write(folder: Path, name: str, rows: list[dict], fmt: str, features=None) -> str:
-    """One split or view in ``fmt``; returns its path relative to the export folder."""
+def _write(folder: Path, name: str, rows: Callable[[], Iterator[dict]], fmt: str, features=None) -> tuple[str, int]:
+    """One split or view in ``fmt``, streamed: ``rows()`` is read once, in batches, into Arrow files
+    under a scratch cache in the export's temporary folder (never a stale cache hit, memory
+    bounded whatever the number of traces). Returns its path relative to the export folder and
+    its row count."""
     import datasets
 
-    ds = datasets.Dataset.from_list(rows, features=features)
+    cache = folder / ".cache" / name.replace("/", "_")
+    ds = datasets.Dataset.from_generator(rows, features=features, cache_dir=str(cache))
     if fmt == "hf":
         ds.save_to_disk(str(folder / name))
-        return name
-    rel = f"{name}.parquet" if fmt == "parquet" else f"{name}.jsonl"
-    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-    ds.to_parquet(str(folder / rel)) if fmt == "parquet" else ds.to_json(str(folder / rel), lines=True)
-    return rel
+        rel = name
+    else:
+        rel = f"{name}.parquet" if fmt == "parquet" else f"{name}.jsonl"
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        ds.to_parquet(str(folder / rel)) if fmt == "parquet" else ds.to_json(str(folder / rel), lines=True)
+    return rel, len(ds)
 
 
 def export(cfg: Config, command: str | None = None) -> dict:
@@ -92,18 +97,19 @@ def export(cfg: Config, command: str | None = None) -> dict:
     require_complete(cfg, "filter")
     e = cfg.export
     out = Path(e.to) if e.to else Path(cfg.output_dir) / "export"
-    kept = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)
-    rejected = read_rows(cfg.stage_dir("filter") / "rejected.jsonl", FilteredTrace) if e.include_rejected else []
+    traces = {"train": cfg.stage_dir("filter") / "kept.jsonl", "rejected": cfg.stage_dir("filter") / "rejected.jsonl"}
+    read = lambda split: lambda: (_row(t) for t in iter_rows(traces[split], FilteredTrace))  # noqa: E731
+    if not traces["train"].stat().st_size:
+        raise UserError(f"{traces['train']} is empty: the filter kept no traces, so there is nothing to export")
     sizes, files = {}, {}
     with atomic_dir(out) as tmp:
-        for split, traces in (("train", kept), ("rejected", rejected)):
-            if split == "train" or traces:
-                files[split] = _write(tmp, f"data/{split}", [_row(t) for t in traces], e.format, _features())
-                sizes[split] = len(traces)
+        for split in ("train", "rejected") if e.include_rejected else ("train",):
+            if split == "train" or traces[split].stat().st_size:
+                files[split], sizes[split] = _write(tmp, f"data/{split}", read(split), e.format, _features())
         for view in e.views:
-            rows = view_rows(cfg, kept, view)
-            files[f"sft_{view}"] = _write(tmp, f"views/sft_{view}", rows, e.format)
-            sizes[f"sft_{view}"] = len(rows)
+            rows = lambda view=view: view_rows(cfg, iter_rows(traces["train"], FilteredTrace), view)  # noqa: E731
+            files[f"sft_{view}"], sizes[f"sft_{view}"] = _write(tmp, f"views/sft_{view}", rows, e.format)
+        shutil.rmtree(tmp / ".cache", ignore_errors=True)
         (tmp / "README.md").write_text(dataset_card(cfg, sizes, files, command))
     log.info("exported %s to %s (%s)", sizes, out, e.format)
     if e.push_to_hub:
