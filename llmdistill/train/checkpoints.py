@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from llmdistill.atomic import atomic_dir
+from llmdistill.atomic import atomic_dir, replace_dir
 from llmdistill.stage import move_aside, refusal
 
 log = logging.getLogger(__name__)
@@ -112,14 +112,7 @@ def _save_sharded(trainer, out: Path, identity: dict | None, procs) -> None:
     if procs.main:
         if identity is not None:
             (tmp / MARKER).write_text(json.dumps(identity))
-        if out.exists():
-            old = out.with_name(out.name + ".old.tmp")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        replace_dir(tmp, out)
     procs.barrier()
 
 
