@@ -127,6 +127,7 @@ class NearDupIndex:
         shared = repeated.reshape(keys.shape).any(axis=1)
         out: list[tuple[int, float] | None] = [None] * len(texts)
         kept_here: dict[int, int] = {}  # band key -> kept index, for the chunk's own kept rows
+        row_of: dict[int, int] = {}  # kept index -> its row in this chunk (rows kept_here points to)
         # only rows with a candidate (or sharing a key within the chunk) need a look; the rest are kept
         look = shared.copy()
         look[list(earlier)] = True
@@ -137,7 +138,7 @@ class NearDupIndex:
                 cands = cands | {kept_here[k] for k in keys[i].tolist() if k in kept_here}
             best = None
             for j in sorted(cands):
-                other = sigs[self._row_of(j, out)] if j >= self.kept else self._signature(j)
+                other = sigs[row_of[j]] if j >= self.kept else self._signature(j)
                 sim = int(np.count_nonzero(other == sigs[i])) / self.num_perm
                 if best is None or sim > best[1]:
                     best = (j, sim)
@@ -145,20 +146,12 @@ class NearDupIndex:
                 out[i] = best
                 rejected += 1
             elif shared[i]:
+                row_of[self.kept + i - rejected] = i
                 for k in keys[i].tolist():
                     kept_here.setdefault(k, self.kept + i - rejected)
         new = [i for i, hit in enumerate(out) if hit is None]
         self._add(sigs[new], keys[new])
         return out
-
-    def _row_of(self, j: int, out: list) -> int:
-        """The chunk row of kept index ``j`` (a row of the current chunk, kept earlier in it)."""
-        target, kept = j - self.kept, -1
-        for row, hit in enumerate(out):
-            kept += hit is None
-            if kept == target:
-                return row
-        raise AssertionError(j)
 
     def _add(self, sigs, keys) -> None:
         import numpy as np
