@@ -35,14 +35,13 @@ def checkpoint_dir(run_dir: Path, name: str, identity: dict, resume: bool, overw
             else:
                 return_value = _read_checkpoint_dir(run_dir / name, identity, resume)
         return return_value
-    from transformers.trainer_utils import get_last_checkpoint
 
     path = run_dir / name
     marker = path / MARKER
     if marker.is_file():
         mine = json.loads(marker.read_text()) == identity
         if mine and resume:
-            last = get_last_checkpoint(str(path))
+            last = last_checkpoint(path)
             if last:
                 log.info("resuming from %s", last)
             return path, last
@@ -56,14 +55,23 @@ def checkpoint_dir(run_dir: Path, name: str, identity: dict, resume: bool, overw
     return path, None
 
 
+def last_checkpoint(path: Path) -> str | None:
+    """The newest whole checkpoint: a run killed while saving leaves a ``checkpoint-N`` folder
+    without ``trainer_state.json`` (written last), which is skipped (and left in place)."""
+    steps = sorted((int(p.name.split("-")[1]), p) for p in path.glob("checkpoint-*") if p.name.split("-")[1].isdigit() and p.is_dir())
+    for step, ckpt in reversed(steps):
+        if (ckpt / "trainer_state.json").is_file():
+            return str(ckpt)
+        log.warning("%s is incomplete (a run stopped while saving it): resuming from an earlier checkpoint", ckpt)
+    return None
+
+
 def _read_checkpoint_dir(path: Path, identity: dict, resume: bool) -> tuple[Path, str | None]:
     """A non-main process's view of the folder the main process just prepared."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     marker = path / MARKER
     if not (marker.is_file() and json.loads(marker.read_text()) == identity):
         raise RuntimeError(f"{path}: the main process did not mark this checkpoint folder as this run's")
-    return path, (get_last_checkpoint(str(path)) if resume else None)
+    return path, (last_checkpoint(path) if resume else None)
 
 
 def is_saved(model_dir: Path, identity: dict) -> bool:

@@ -148,3 +148,18 @@ def test_sigkill_during_training_then_resume_with_logging_steps_changed(tmp_path
     assert stats["steps"] == 150 and stats["sft"]["resumed_from"].endswith(f"checkpoint-{max(saved)}")
     logged = [h["step"] for h in stats["sft"]["log_history"] if "loss" in h]
     assert any(s % 5 for s in logged if s > max(saved))  # the new cadence took effect after the resume
+
+
+def test_a_checkpoint_cut_off_while_saving_is_skipped_on_resume(tmp_path):
+    """SIGKILL while Trainer saves leaves checkpoint-N without trainer_state.json (written last):
+    resume takes the newest whole one instead of failing on the torn one."""
+    from llmdistill.train.checkpoints import last_checkpoint
+
+    for step, whole in ((5, True), (10, True), (15, False)):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"x")
+        if whole:
+            (d / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert last_checkpoint(tmp_path / "checkpoint-5") is None
