@@ -12,6 +12,7 @@ sample has a seed of its own (reproducible, but not the local engine's n-from-on
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 from llmdistill.backends import SamplingParams, request_seed
 from llmdistill.config import Config
@@ -20,7 +21,8 @@ from llmdistill.records import Problem, Trace
 
 
 def sample_seed(params: SamplingParams, problem_id: str, sample: int) -> int:
-    """The seed of one sample: the local engine's request seed for sample 0 of a one-sample run."""
+    """The seed of one sample; for a one-sample run (sample = first_sample) it is the local
+    engine's request seed."""
     return request_seed(params.seed + sample, problem_id)
 
 
@@ -38,7 +40,7 @@ def llm_rows(cfg: Config, template: PromptTemplate, params: SamplingParams, toke
                 continue
             if text is None:
                 text = chat_text(tokenizer, build_prompt(template, p.question, cfg.data.num_shots, chat, hint=p.answer if hint else None))
-            seed = sample_seed(params, p.id, s) if params.n > 1 else request_seed(params.seed + first_sample, p.id)
+            seed = sample_seed(params, p.id, s)
             rows.append({
                 "problem": p.model_dump_json(), "sample": s, "seed": seed, "prompt": text,
                 "sampling_params": {"n": 1, "temperature": params.temperature, "top_p": params.top_p if params.temperature > 0 else 1.0,
@@ -64,15 +66,9 @@ def trace_of(cfg: Config, template: PromptTemplate, params: SamplingParams, row:
         **problem.model_dump(), sample=int(row["sample"]), prompt=row["prompt"], completion=row.get("generated_text") or "",
         finish_reason="length" if n_out >= params.max_new_tokens else "stop", prompt_tokens=int(row.get("num_input_tokens") or 0),
         completion_tokens=n_out, teacher=cfg.teacher.model_name_or_path, backend="vllm", template_hash=template.hash,
-        sampling=_asdict(params), seed=int(row["seed"]), created_at=time.time(), rationalized=hint, top_logprobs=top,
+        sampling=asdict(params), seed=int(row["seed"]), created_at=time.time(), rationalized=hint, top_logprobs=top,
         completion_ids=ids if params.logprobs else None,
     )
-
-
-def _asdict(params: SamplingParams) -> dict:
-    from dataclasses import asdict
-
-    return asdict(params)
 
 
 def processor_config(cfg: Config):

@@ -59,7 +59,7 @@ def last_checkpoint(path: Path) -> str | None:
     """The newest whole checkpoint: a run killed while saving leaves a ``checkpoint-N`` folder
     without ``trainer_state.json`` (written last), which is skipped (and left in place)."""
     steps = sorted((int(p.name.split("-")[1]), p) for p in path.glob("checkpoint-*") if p.name.split("-")[1].isdigit() and p.is_dir())
-    for step, ckpt in reversed(steps):
+    for _, ckpt in reversed(steps):
         if (ckpt / "trainer_state.json").is_file():
             return str(ckpt)
         log.warning("%s is incomplete (a run stopped while saving it): resuming from an earlier checkpoint", ckpt)
