@@ -135,12 +135,13 @@ def test_sigkill_during_training_then_resume_with_logging_steps_changed(tmp_path
     cmd = [sys.executable, "-m", "llmdistill.cli", "train", str(path)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None and not (ckpts / "checkpoint-10").is_dir():
+    while time.time() < deadline and proc.poll() is None and not (ckpts / "checkpoint-10" / "trainer_state.json").is_file():
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()[1][-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    saved = sorted(int(p.name.split("-")[1]) for p in ckpts.glob("checkpoint-*"))
+    # whole checkpoints only: the kill may land while a later one is being written (trainer_state.json comes last)
+    saved = sorted(int(p.name.split("-")[1]) for p in ckpts.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
     assert saved and max(saved) < 150
     done = subprocess.run([*cmd, "--set", "train.logging_steps=2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
