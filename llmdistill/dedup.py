@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import string
+from itertools import chain
 
 # Punctuation becomes space (str.translate is C-fast; the filter normalizes every trace).
 _PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’–—…"})
@@ -31,29 +32,90 @@ def exact_key(text: str) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-def word_ngrams(text: str, n: int) -> list[str]:
-    """Word n-grams of the normalized text, in order."""
-    words = normalize(text).split()
-    return [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+# Words of recent texts: the degenerate, near-dup and decontamination filters read the same
+# question and rationale one after another (a chunk at a time), and splitting is most of their
+# cost. Bounded by words held, so a chunk of very long traces only makes it miss.
+_WORDS: dict[str, tuple[bytes, ...]] = {}
+_WORDS_HELD = [0]
+WORDS_CACHE = 1 << 20
 
 
-def build_ngram_index(texts: list[str], n: int) -> set[str]:
-    index: set[str] = set()
+def words(text: str) -> tuple[bytes, ...]:
+    """``normalize(text).split()``, as UTF-8 bytes (ASCII text takes the bytes fast path), cached."""
+    got = _WORDS.get(text)
+    if got is None:
+        got = tuple(text.encode().translate(_PUNCT_BYTES).split() if text.isascii() else normalize(text).encode().split())
+        if _WORDS_HELD[0] + len(got) > WORDS_CACHE:
+            _WORDS.clear()
+            _WORDS_HELD[0] = 0
+        _WORDS[text] = got
+        _WORDS_HELD[0] += len(got)
+    return got
+
+
+def ngrams(ws: tuple[bytes, ...], n: int):
+    """The word n-grams of ``ws`` in order, as tuples (zipped from shifted copies: no joins)."""
+    return zip(*(ws[i:] for i in range(n)))
+
+
+def build_ngram_index(texts: list[str], n: int) -> set[tuple[bytes, ...]]:
+    index: set[tuple[bytes, ...]] = set()
     for t in texts:
-        index.update(word_ngrams(t, n))
+        index.update(ngrams(words(t), n))
     return index
 
 
-def shared_ngram(text: str, index: set[str], n: int) -> str | None:
+def shared_ngram(text: str, index: set[tuple[bytes, ...]], n: int) -> str | None:
     """The first word n-gram of ``text`` (in reading order) found in ``index``, or None."""
-    return next((g for g in word_ngrams(text, n) if g in index), None)
+    ws = words(text)
+    if index.isdisjoint(ngrams(ws, n)):  # the common case, decided in C
+        return None
+    return b" ".join(next(g for g in ngrams(ws, n) if g in index)).decode()
 
 
 def shingles(text: str, k: int) -> list[str]:
-    words = normalize(text).split()
-    if len(words) <= k:
-        return [" ".join(words)] if words else [""]
-    return [" ".join(words[i : i + k]) for i in range(len(words) - k + 1)]
+    """The k-word shingles of the normalized text, as strings (what ``shingle_hashes`` hashes)."""
+    ws = normalize(text).split()
+    if len(ws) <= k:
+        return [" ".join(ws)] if ws else [""]
+    return [" ".join(ws[i : i + k]) for i in range(len(ws) - k + 1)]
+
+
+_POLY = 0x9E3779B97F4A7C15  # shingle hash: h = h * _POLY + word hash (mod 2^64), over the k words
+_SHORT = 0xD6E8FEB86659FD93  # marks the one shingle of a text shorter than k words
+
+
+def shingle_hashes(docs: list[tuple[bytes, ...]], k: int):
+    """(flat uint64 hashes of every doc's k-word shingles, row offsets [len(docs) + 1]). A doc of
+    fewer than k words is one shingle of all its words, as ``shingles`` makes it. Words are hashed
+    by rensa and combined in numpy, so no shingle string is ever built."""
+    import numpy as np
+    from rensa import RMinHash
+
+    lens = np.fromiter(map(len, docs), np.int64, len(docs))
+    flat = np.fromiter(chain.from_iterable(RMinHash.hash_token_sets(docs)), np.uint64, int(lens.sum()))
+    count = np.where(lens >= k, lens - k + 1, 1)
+    offsets = np.zeros(len(docs) + 1, np.int64)
+    np.cumsum(count, out=offsets[1:])
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])  # each doc's first word in flat
+    out = np.empty(offsets[-1], np.uint64)
+    with np.errstate(over="ignore"):
+        if len(flat) >= k:
+            comb = np.zeros(len(flat) - k + 1, np.uint64)  # the shingle starting at every word
+            for j in range(k):
+                comb = comb * np.uint64(_POLY) + flat[j : len(flat) - k + 1 + j]
+            doc = np.repeat(np.arange(len(docs)), count)
+            slot = np.flatnonzero(lens[doc] >= k)
+            out[slot] = comb[starts[doc[slot]] + slot - offsets[doc[slot]]]
+        for d in np.flatnonzero(lens < k).tolist():  # short docs: rare
+            h = _SHORT
+            for w in flat[starts[d] : starts[d] + lens[d]].tolist():
+                h = (h * _POLY + w) & 0xFFFFFFFFFFFFFFFF
+            out[offsets[d]] = h
+        out ^= out >> np.uint64(31)  # a final mix before rensa's permutations
+        out *= np.uint64(0xBF58476D1CE4E5B9)
+        out ^= out >> np.uint64(29)
+    return out, offsets.astype(np.uint64)
 
 
 class NearDupIndex:
@@ -100,13 +162,15 @@ class NearDupIndex:
         size = 4 * self.num_perm
         return np.frombuffer(os.pread(self.spill.fileno(), size, j * size), dtype=np.uint32)
 
-    def check(self, texts: list[str]) -> list[tuple[int, float] | None]:
+    def check(self, docs: list[tuple[bytes, ...]]) -> list[tuple[int, float] | None]:
+        """``docs``: each text's ``words``."""
         import numpy as np
         from rensa import RMinHash
 
-        if not texts:
+        if not docs:
             return []
-        sigs = np.asarray(RMinHash.digests_from_token_sets([shingles(t, self.shingle) for t in texts], self.num_perm, self.seed), dtype=np.uint32)
+        hashes, offsets = shingle_hashes(docs, self.shingle)
+        sigs = np.asarray(RMinHash.digest_matrix_from_flat_token_hashes(hashes, offsets, self.num_perm, self.seed).to_rows(), dtype=np.uint32)
         keys = self._keys(sigs)  # [n, bands]
         flat = keys.ravel()
         # candidates among the texts kept before this chunk, per row of the chunk
@@ -125,7 +189,7 @@ class NearDupIndex:
         repeated[order[1:][same]] = True
         repeated[order[:-1][same]] = True
         shared = repeated.reshape(keys.shape).any(axis=1)
-        out: list[tuple[int, float] | None] = [None] * len(texts)
+        out: list[tuple[int, float] | None] = [None] * len(docs)
         kept_here: dict[int, int] = {}  # band key -> kept index, for the chunk's own kept rows
         row_of: dict[int, int] = {}  # kept index -> its row in this chunk (rows kept_here points to)
         # only rows with a candidate (or sharing a key within the chunk) need a look; the rest are kept
@@ -185,7 +249,7 @@ def near_duplicates(texts: list[str], threshold: float, shingle: int, num_perm: 
     index = NearDupIndex(threshold, shingle, num_perm, seed)
     kept_at: list[int] = []  # kept position -> text index
     dupes: dict[int, tuple[int, float]] = {}
-    for i, hit in enumerate(index.check(texts)):
+    for i, hit in enumerate(index.check([words(t) for t in texts])):
         if hit is None:
             kept_at.append(i)
         else:

@@ -16,12 +16,13 @@ judges a whole list at once (the same rules, for tests and small inputs).
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable
 
 from llmdistill.config import Config
-from llmdistill.dedup import NearDupIndex, build_ngram_index, exact_key, normalize, shared_ngram
+from llmdistill.dedup import NearDupIndex, build_ngram_index, exact_key, ngrams, shared_ngram, words
 from llmdistill.records import FilteredTrace
 
 log = logging.getLogger(__name__)
@@ -97,16 +98,22 @@ def length(rows: list[FilteredTrace], cfg: Config) -> Reasons:
     return out
 
 
+_LINE_BREAK = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # what str.splitlines splits on
+
+
 def degenerate(rows: list[FilteredTrace], cfg: Config) -> Reasons:
     c = cfg.filter.degenerate
     out: Reasons = []
     for r in rows:
         text = r.rationale or ""
-        lines = Counter(line.strip() for line in text.splitlines() if line.strip())
-        line, repeats = lines.most_common(1)[0] if lines else ("", 0)
-        words = normalize(text).split()
-        count = len(words) - c.ngram + 1  # word n-grams; the distinct ones zipped from shifted copies (fast)
-        repeated = 1 - len(set(zip(*(words[i:] for i in range(c.ngram))))) / count if count > 0 else 0.0
+        if _LINE_BREAK.search(text):
+            lines = Counter(line.strip() for line in text.splitlines() if line.strip())
+            line, repeats = lines.most_common(1)[0] if lines else ("", 0)
+        else:
+            line, repeats = text.strip(), 1 if text.strip() else 0
+        ws = words(text)
+        count = len(ws) - c.ngram + 1
+        repeated = 1 - len(set(ngrams(ws, c.ngram))) / count if count > 0 else 0.0
         if repeats >= c.max_line_repeats:
             out.append(f"line repeated {repeats} times: {line[:60]!r}")
         elif repeated > c.max_repeated_ngram_fraction:
@@ -147,7 +154,7 @@ class DedupNear:
 
     def __call__(self, rows: list[FilteredTrace]) -> Reasons:
         out: Reasons = []
-        for r, hit in zip(rows, self.index.check([f"{r.question} {r.rationale}" for r in rows])):
+        for r, hit in zip(rows, self.index.check([words(r.question) + words(r.rationale or "") for r in rows])):
             if hit is None:
                 self.labels.append(f"{r.id} sample {r.sample}")
                 out.append(None)

@@ -143,7 +143,7 @@ def test_near_dup_index_streams_like_one_batch(tmp_path):
     MinHashes spilled to a file give what MinHashes in memory give."""
     import random
 
-    from llmdistill.dedup import NearDupIndex
+    from llmdistill.dedup import NearDupIndex, words as text_words
 
     rng = random.Random(1)
     vocab = [f"w{i}" for i in range(500)]
@@ -155,9 +155,10 @@ def test_near_dup_index_streams_like_one_batch(tmp_path):
             texts.append(" ".join(words))
         else:
             texts.append(" ".join(rng.choice(vocab) for _ in range(100)))
-    whole = NearDupIndex(0.8, 5, 128).check(texts)
+    docs = [text_words(t) for t in texts]
+    whole = NearDupIndex(0.8, 5, 128).check(docs)
     assert sum(h is not None for h in whole) > 50
     for size, spill in ((1, None), (7, "minhashes.bin"), (64, None)):
         index = NearDupIndex(0.8, 5, 128, spill=str(tmp_path / spill) if spill else None)
         index.RUN_CAP = 256  # many runs
-        assert [h for i in range(0, len(texts), size) for h in index.check(texts[i : i + size])] == whole
+        assert [h for i in range(0, len(texts), size) for h in index.check(docs[i : i + size])] == whole
