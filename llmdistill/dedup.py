@@ -162,15 +162,22 @@ class NearDupIndex:
         size = 4 * self.num_perm
         return np.frombuffer(os.pread(self.spill.fileno(), size, j * size), dtype=np.uint32)
 
-    def check(self, docs: list[tuple[bytes, ...]]) -> list[tuple[int, float] | None]:
-        """``docs``: each text's ``words``."""
+    def minhashes(self, docs: list[tuple[bytes, ...]]):
+        """The MinHashes of texts given as their ``words``: uint32 [len(docs), num_perm]."""
         import numpy as np
         from rensa import RMinHash
 
         if not docs:
-            return []
+            return np.zeros((0, self.num_perm), np.uint32)
         hashes, offsets = shingle_hashes(docs, self.shingle)
-        sigs = np.asarray(RMinHash.digest_matrix_from_flat_token_hashes(hashes, offsets, self.num_perm, self.seed).to_rows(), dtype=np.uint32)
+        return np.asarray(RMinHash.digest_matrix_from_flat_token_hashes(hashes, offsets, self.num_perm, self.seed).to_rows(), dtype=np.uint32)
+
+    def check(self, sigs) -> list[tuple[int, float] | None]:
+        """``sigs``: the chunk's ``minhashes``, in order."""
+        import numpy as np
+
+        if not len(sigs):
+            return []
         keys = self._keys(sigs)  # [n, bands]
         flat = keys.ravel()
         # candidates among the texts kept before this chunk, per row of the chunk
@@ -189,7 +196,7 @@ class NearDupIndex:
         repeated[order[1:][same]] = True
         repeated[order[:-1][same]] = True
         shared = repeated.reshape(keys.shape).any(axis=1)
-        out: list[tuple[int, float] | None] = [None] * len(docs)
+        out: list[tuple[int, float] | None] = [None] * len(sigs)
         kept_here: dict[int, int] = {}  # band key -> kept index, for the chunk's own kept rows
         row_of: dict[int, int] = {}  # kept index -> its row in this chunk (rows kept_here points to)
         # only rows with a candidate (or sharing a key within the chunk) need a look; the rest are kept
@@ -249,7 +256,7 @@ def near_duplicates(texts: list[str], threshold: float, shingle: int, num_perm: 
     index = NearDupIndex(threshold, shingle, num_perm, seed)
     kept_at: list[int] = []  # kept position -> text index
     dupes: dict[int, tuple[int, float]] = {}
-    for i, hit in enumerate(index.check([words(t) for t in texts])):
+    for i, hit in enumerate(index.check(index.minhashes([words(t) for t in texts]))):
         if hit is None:
             kept_at.append(i)
         else:

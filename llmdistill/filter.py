@@ -20,7 +20,9 @@ from typing import Iterable, Iterator
 from llmdistill.config import Config
 from llmdistill.data import iter_split
 from llmdistill.atomic import atomic_open
-from llmdistill.filter_rules import FILTER_FUNCTIONS, GROUP_FILTERS, enabled, make_filter
+from llmdistill.filter_pool import FeaturePool, workers_for
+from llmdistill.filter_rules import FEATURE_FILTERS, FILTER_FUNCTIONS, enabled, make_filter
+from llmdistill.filter_stream import Pass, filter_passes, judge
 from llmdistill.jsonl import RowAppender, iter_rows
 from llmdistill.prompts import answer_stops, load_prompt
 from llmdistill.records import FilteredTrace, Trace
@@ -28,9 +30,6 @@ from llmdistill.stage import StageRun, require_complete
 from llmdistill.tasks import check_trace
 
 log = logging.getLogger(__name__)
-
-
-CHUNK = 4096  # rows handed to each filter at a time
 
 
 def run_filters(rows: list[FilteredTrace], cfg: Config) -> tuple[list[FilteredTrace], list[FilteredTrace], dict]:
@@ -41,22 +40,11 @@ def run_filters(rows: list[FilteredTrace], cfg: Config) -> tuple[list[FilteredTr
         if not enabled(cfg, name):
             continue
         t0 = time.perf_counter()
-        survivors = judge(kept, FILTER_FUNCTIONS[name](kept, cfg), name)
-        rejected.extend(r for r in kept if r.rejected_by == name)
+        survivors, dropped = judge(kept, FILTER_FUNCTIONS[name](kept, cfg), name)
+        rejected.extend(dropped)
         funnel[name] = {"in": len(kept), "out": len(survivors), "seconds": round(time.perf_counter() - t0, 3)}
         kept = survivors
     return kept, rejected, funnel
-
-
-def judge(rows: list[FilteredTrace], reasons: list[str | None], name: str) -> list[FilteredTrace]:
-    """The rows a filter keeps; each other row is marked with the filter's name and its reason."""
-    survivors = []
-    for row, why in zip(rows, reasons, strict=True):
-        if why is None:
-            survivors.append(row)
-        else:
-            row.rejected_by, row.reason = name, why
-    return survivors
 
 
 class Accuracy:
@@ -135,28 +123,6 @@ def gc_paused():
             gc.enable()
 
 
-def _chunks(rows: Iterable, size: int) -> Iterator[list]:
-    chunk: list = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def filter_passes(names: list[str]) -> list[list[str]]:
-    """The filters of each pass over the rows: a group filter starts a pass, since it judges a row
-    only once the previous pass has shown it every row of the row's problem."""
-    passes: list[list[str]] = [[]]
-    for name in names:
-        if name in GROUP_FILTERS:
-            passes.append([])
-        passes[-1].append(name)
-    return passes
-
-
 class _Checked:
     """The first pass's input: the traces of the selected problems, parsed and checked, counted."""
 
@@ -189,7 +155,8 @@ def filter_traces(cfg: Config, overwrite: bool = False) -> dict:
     file per filter, joined in filter order) ``rejected.jsonl``, so memory holds only the filters'
     state. With a group filter (vote, select) enabled the rows reaching it are written to a
     temporary file and read again in a second pass; the result is the same as judging all rows
-    at once (``run_filters``)."""
+    at once (``run_filters``). The text-heavy filters' per-row work runs in ``filter.workers``
+    processes beside this one."""
     require_complete(cfg, "generate")
     with StageRun(cfg, "filter", overwrite) as run, gc_paused():
         names = [n for n in cfg.filter.order if enabled(cfg, n)]
@@ -199,37 +166,36 @@ def filter_traces(cfg: Config, overwrite: bool = False) -> dict:
         filters = {n: make_filter(n, cfg, work) for n in names}
         funnel = {n: {"in": 0, "out": 0, "seconds": 0.0} for n in names}
         rejected = {n: RowAppender(work / f"rejected.{n}.jsonl", fsync=False) for n in names}
+        workers = workers_for(cfg, cfg.stage_dir("generate") / "traces.jsonl")
+        heavy = [n for n in names if n in FEATURE_FILTERS]
+        pool = FeaturePool(cfg, heavy, workers) if workers and heavy else None
         checked = _Checked(cfg)
         source: Iterable[FilteredTrace] = checked
         kept_ids: set[str] = set()
         kept = kept_rationalized = 0
         passes = filter_passes(names)
-        for k, stage_names in enumerate(passes):
-            last = k == len(passes) - 1
-            out_path = work / ("kept.jsonl" if last else f"pass{k + 1}.jsonl")
-            observer = None if last else filters[passes[k + 1][0]]
-            with RowAppender(out_path, fsync=False) as out:
-                for chunk in _chunks(source, CHUNK):
-                    for name in stage_names:
-                        t0 = time.perf_counter()
-                        survivors = judge(chunk, filters[name](chunk), name)
-                        rejected[name].write(r for r in chunk if r.rejected_by == name)
-                        funnel[name]["in"] += len(chunk)
-                        funnel[name]["out"] += len(survivors)
-                        funnel[name]["seconds"] += time.perf_counter() - t0
-                        chunk = survivors
-                    if observer is not None:
-                        t0 = time.perf_counter()
-                        observer.observe(chunk)
-                        funnel[passes[k + 1][0]]["seconds"] += time.perf_counter() - t0
-                    elif chunk:
-                        kept += len(chunk)
-                        kept_rationalized += sum(r.rationalized for r in chunk)
-                        kept_ids.update(r.id for r in chunk)
-                    out.write(chunk)
-            if k == 0 and checked.outside:
-                log.info("filter: %d traces belong to problems outside the current selection (data.max_train) and are not used", checked.outside)
-            source = iter_rows(out_path, FilteredTrace)
+        try:
+            for k, stage_names in enumerate(passes):
+                last = k == len(passes) - 1
+                out_path = work / ("kept.jsonl" if last else f"pass{k + 1}.jsonl")
+                observer = None if last else filters[passes[k + 1][0]]
+                with RowAppender(out_path, fsync=False) as out:
+                    for chunk in Pass(stage_names, filters, funnel, rejected, pool).run(source):
+                        if observer is not None:
+                            t0 = time.perf_counter()
+                            observer.observe(chunk)
+                            funnel[passes[k + 1][0]]["seconds"] += time.perf_counter() - t0
+                        elif chunk:
+                            kept += len(chunk)
+                            kept_rationalized += sum(r.rationalized for r in chunk)
+                            kept_ids.update(r.id for r in chunk)
+                        out.write(chunk)
+                if k == 0 and checked.outside:
+                    log.info("filter: %d traces belong to problems outside the current selection (data.max_train) and are not used", checked.outside)
+                source = iter_rows(out_path, FilteredTrace)
+        finally:
+            if pool is not None:
+                pool.close()
         for f in [*rejected.values(), *filters.values()]:
             getattr(f, "close", lambda: None)()
         _join([work / f"rejected.{n}.jsonl" for n in names], run.dir / "rejected.jsonl")
@@ -245,6 +211,8 @@ def filter_traces(cfg: Config, overwrite: bool = False) -> dict:
             "rejected": sum(rejected_by.values()),
             "rejected_by": rejected_by,
             "funnel": {n: {**v, "seconds": round(v["seconds"], 3)} for n, v in funnel.items()},
+            "workers": pool.workers if pool else 0,
+            "worker_cpu_seconds": round(pool.seconds, 3) if pool else 0.0,
             "verdicts": dict(checked.verdicts),
             "teacher_accuracy": accuracy["traces"],
             "teacher_accuracy_detail": accuracy,

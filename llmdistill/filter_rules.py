@@ -8,10 +8,11 @@ it. The stage streams: a filter is handed the kept rows a chunk at a time, in fi
   and the MinHash-LSH index of the rows kept so far, the evaluation n-grams.
 - Group filters (vote, select) judge a row by its problem's other rows: they ``observe`` every row
   that reaches them in one pass, then judge them in the next (``GROUP_FILTERS``).
+- The text-heavy filters (``FEATURE_FILTERS``) split their per-row work out as ``features(texts)``,
+  which the stage may compute in worker processes and pass back as ``f(rows, features)``.
 
 ``make_filter(name, cfg)`` returns the callable for one run; ``FILTER_FUNCTIONS[name](rows, cfg)``
-judges a whole list at once (the same rules, for tests and small inputs).
-"""
+judges a whole list at once (the same rules, for tests and small inputs)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ from llmdistill.records import FilteredTrace
 
 log = logging.getLogger(__name__)
 Reasons = list["str | None"]
+Texts = tuple  # (question, rationale, answer_key): what a filter's features are computed from
+
+
+def row_texts(rows: list[FilteredTrace]) -> list[Texts]:
+    """The part of each row that the text-heavy filters read: small to send to a worker process."""
+    return [(r.question, r.rationale, r.answer_key) for r in rows]
 
 
 def truncated(rows: list[FilteredTrace], cfg: Config) -> Reasons:
@@ -101,26 +108,34 @@ def length(rows: list[FilteredTrace], cfg: Config) -> Reasons:
 _LINE_BREAK = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # what str.splitlines splits on
 
 
-def degenerate(rows: list[FilteredTrace], cfg: Config) -> Reasons:
-    c = cfg.filter.degenerate
-    out: Reasons = []
-    for r in rows:
-        text = r.rationale or ""
-        if _LINE_BREAK.search(text):
-            lines = Counter(line.strip() for line in text.splitlines() if line.strip())
-            line, repeats = lines.most_common(1)[0] if lines else ("", 0)
-        else:
-            line, repeats = text.strip(), 1 if text.strip() else 0
-        ws = words(text)
-        count = len(ws) - c.ngram + 1
-        repeated = 1 - len(set(ngrams(ws, c.ngram))) / count if count > 0 else 0.0
-        if repeats >= c.max_line_repeats:
-            out.append(f"line repeated {repeats} times: {line[:60]!r}")
-        elif repeated > c.max_repeated_ngram_fraction:
-            out.append(f"{repeated:.0%} of its {c.ngram}-grams repeat")
-        else:
-            out.append(None)
-    return out
+def degenerate_reason(text: str, c) -> str | None:
+    """Why a rationale is degenerate (a line repeated, or too many of its word n-grams repeat), or None."""
+    if _LINE_BREAK.search(text):
+        lines = Counter(line.strip() for line in text.splitlines() if line.strip())
+        line, repeats = lines.most_common(1)[0] if lines else ("", 0)
+    else:
+        line, repeats = text.strip(), 1 if text.strip() else 0
+    ws = words(text)
+    count = len(ws) - c.ngram + 1
+    repeated = 1 - len(set(ngrams(ws, c.ngram))) / count if count > 0 else 0.0
+    if repeats >= c.max_line_repeats:
+        return f"line repeated {repeats} times: {line[:60]!r}"
+    if repeated > c.max_repeated_ngram_fraction:
+        return f"{repeated:.0%} of its {c.ngram}-grams repeat"
+    return None
+
+
+class Degenerate:
+    """``degenerate`` with its per-row work split out as ``features`` (computable in a worker)."""
+
+    def __init__(self, cfg: Config):
+        self.c = cfg.filter.degenerate
+
+    def features(self, texts: list[Texts]) -> Reasons:
+        return [degenerate_reason(rationale or "", self.c) for _, rationale, _ in texts]
+
+    def __call__(self, rows: list[FilteredTrace], features: Reasons | None = None) -> Reasons:
+        return features if features is not None else self.features(row_texts(rows))
 
 
 class DedupExact:
@@ -130,11 +145,13 @@ class DedupExact:
     def __init__(self, cfg: Config):
         self.seen: dict[bytes, str] = {}
 
-    def __call__(self, rows: list[FilteredTrace]) -> Reasons:
+    def features(self, texts: list[Texts]) -> list[bytes]:
+        return [exact_key(f"{question}\n{rationale}\n{answer_key}") for question, rationale, answer_key in texts]
+
+    def __call__(self, rows: list[FilteredTrace], features: list[bytes] | None = None) -> Reasons:
         out: Reasons = []
         seen = self.seen
-        for r in rows:
-            key = exact_key(f"{r.question}\n{r.rationale}\n{r.answer_key}")
+        for r, key in zip(rows, features if features is not None else self.features(row_texts(rows)), strict=True):
             first = seen.get(key)
             if first is None:
                 seen[key] = f"{r.id} sample {r.sample}"
@@ -152,9 +169,14 @@ class DedupNear:
         self.index = NearDupIndex(c.threshold, c.shingle, c.num_perm, c.seed, spill=str(work / "minhashes.bin") if work else None)
         self.labels: list[str] = []  # the kept rows' id and sample, for the reason
 
-    def __call__(self, rows: list[FilteredTrace]) -> Reasons:
+    def features(self, texts: list[Texts]):
+        """The texts' MinHashes: uint32 [len(texts), num_perm]."""
+        return self.index.minhashes([words(question) + words(rationale or "") for question, rationale, _ in texts])
+
+    def __call__(self, rows: list[FilteredTrace], features=None) -> Reasons:
         out: Reasons = []
-        for r, hit in zip(rows, self.index.check([words(r.question) + words(r.rationale or "") for r in rows])):
+        sigs = features if features is not None else self.features(row_texts(rows))
+        for r, hit in zip(rows, self.index.check(sigs)):
             if hit is None:
                 self.labels.append(f"{r.id} sample {r.sample}")
                 out.append(None)
@@ -179,13 +201,16 @@ class Decontaminate:
         self.index = build_ngram_index(texts, c.ngram)
         log.info("decontaminate: %d %d-grams from %d evaluation questions", len(self.index), c.ngram, len(texts))
 
-    def __call__(self, rows: list[FilteredTrace]) -> Reasons:
+    def features(self, texts: list[Texts]) -> Reasons:
         n, index = self.c.ngram, self.index
         out: Reasons = []
-        for r in rows:
-            hit = shared_ngram(r.question, index, n) or shared_ngram(r.rationale or "", index, n)
+        for question, rationale, _ in texts:
+            hit = shared_ngram(question, index, n) or shared_ngram(rationale or "", index, n)
             out.append(f"shares the {n}-gram {hit!r} with an evaluation set" if hit else None)
         return out
+
+    def __call__(self, rows: list[FilteredTrace], features: Reasons | None = None) -> Reasons:
+        return features if features is not None else self.features(row_texts(rows))
 
 
 class Select:
@@ -235,9 +260,11 @@ class Select:
         return out
 
 
-ROW_FILTERS = {"truncated": truncated, "parse": parse, "correct": correct, "length": length, "degenerate": degenerate}
-STATEFUL_FILTERS = {"dedup_exact": DedupExact, "dedup_near": DedupNear, "decontaminate": Decontaminate, "vote": Vote, "select": Select}
+ROW_FILTERS = {"truncated": truncated, "parse": parse, "correct": correct, "length": length}
+FILTER_CLASSES = {"degenerate": Degenerate, "dedup_exact": DedupExact, "dedup_near": DedupNear, "decontaminate": Decontaminate,
+                  "vote": Vote, "select": Select}
 GROUP_FILTERS = {"vote", "select"}
+FEATURE_FILTERS = {"degenerate", "dedup_exact", "dedup_near", "decontaminate"}
 
 
 def make_filter(name: str, cfg: Config, work: Path | None = None):
@@ -248,7 +275,7 @@ def make_filter(name: str, cfg: Config, work: Path | None = None):
         return lambda rows: rule(rows, cfg)
     if name == "dedup_near":
         return DedupNear(cfg, work)
-    return STATEFUL_FILTERS[name](cfg)
+    return FILTER_CLASSES[name](cfg)
 
 
 def _whole(name: str) -> Callable[[list[FilteredTrace], Config], Reasons]:
@@ -263,7 +290,7 @@ def _whole(name: str) -> Callable[[list[FilteredTrace], Config], Reasons]:
 
 
 FILTER_FUNCTIONS: dict[str, Callable[[list[FilteredTrace], Config], Reasons]] = {
-    name: ROW_FILTERS.get(name) or _whole(name) for name in [*ROW_FILTERS, *STATEFUL_FILTERS]
+    name: ROW_FILTERS.get(name) or _whole(name) for name in [*ROW_FILTERS, *FILTER_CLASSES]
 }
 
 

@@ -3,9 +3,10 @@
 Measures, in one run: rows/s of the whole stage (JSONL in and out, every filter); rows/s of
 parse + correct + exact dedup alone; the near-dup step (rensa MinHash-LSH) against a plain
 datasketch MinHashLSH baseline on the same texts, with recall and precision on the planted
-near-duplicates; and peak memory at several corpus sizes (one process each).
+near-duplicates; and peak memory at several corpus sizes, in one process and with worker processes (``filter.workers``;
+each setting in a process of its own, on the same corpus).
 
-    python scripts/bench_filter.py [--rows 200000] [--sizes 200000 1000000 2000000] [--json out.json]
+    python scripts/bench_filter.py [--rows 200000] [--sizes 200000 1000000 2000000] [--workers 0 auto] [--json out.json]
 """
 
 from __future__ import annotations
@@ -87,20 +88,20 @@ def make_run(tmp: Path, rows: list[dict]):
     return cfg
 
 
-def bench_stage(n: int) -> dict:
-    """The whole stage on n traces: the corpus is written by another process, so this one's peak
-    memory is the stage's own."""
+def bench_stage(n: int, tmp: str, workers: int | None) -> dict:
+    """The whole stage on the n traces written in ``tmp`` (by another process, so this one's peak
+    memory is the stage's own; its only children are the stage's workers)."""
     from llmdistill.filter import filter_traces
 
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, __file__, "--write-corpus", str(n), tmp], check=True)
-        cfg = bench_config(Path(tmp))
-        t0 = time.perf_counter()
-        stats = filter_traces(cfg)
-        seconds = time.perf_counter() - t0
-    return {"rows": n, "stage_s": round(seconds, 2), "stage_rows_per_s": round(n / seconds), "kept": stats["kept"],
+    cfg = bench_config(Path(tmp))
+    cfg.filter.workers = workers
+    t0 = time.perf_counter()
+    stats = filter_traces(cfg, overwrite=True)
+    seconds = time.perf_counter() - t0
+    return {"rows": n, "workers": stats["workers"], "stage_s": round(seconds, 2), "stage_rows_per_s": round(n / seconds), "kept": stats["kept"],
             "rejected_by": stats["rejected_by"], "funnel_s": {k: v["seconds"] for k, v in stats["funnel"].items()},
-            "peak_rss_mib": peak_rss_mib()}
+            "worker_cpu_s": stats["worker_cpu_seconds"], "peak_rss_mib": peak_rss_mib(),
+            "worker_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
 
 
 def peak_rss_mib() -> int:
@@ -185,20 +186,23 @@ def main(args) -> None:
     print(json.dumps(results["steps"]), file=sys.stderr)
     results["stage"] = []
     for n in sorted(set(args.sizes or [args.rows // 4, args.rows // 2, args.rows])):
-        proc = subprocess.run([sys.executable, __file__, "--stage-only", str(n)], capture_output=True, text=True)
-        if proc.returncode:
-            sys.exit(proc.stderr[-3000:])
-        results["stage"].append(json.loads(proc.stdout.splitlines()[-1]))
-        print(json.dumps(results["stage"][-1]), file=sys.stderr)
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, __file__, "--write-corpus", str(n), tmp], check=True)
+            for w in args.workers:  # each in a process of its own, on the same corpus
+                proc = subprocess.run([sys.executable, __file__, "--stage-only", str(n), tmp, w], capture_output=True, text=True)
+                if proc.returncode:
+                    sys.exit(proc.stderr[-3000:])
+                results["stage"].append(json.loads(proc.stdout.splitlines()[-1]))
+                print(json.dumps(results["stage"][-1]), file=sys.stderr)
     s = results["steps"]
     print(f"\n{results['date']} · {results['cpus']} CPUs · steps: {s['rows']} synthetic traces ({s['planted_exact']} exact + {s['planted_near']} near duplicates planted)\n")
     print("| step | seconds | rows/s | precision | recall |\n|---|---|---|---|---|")
     print(f"| parse + correct + exact dedup (best of {s['repeats']}; median {s['parse_correct_exact_median_rows_per_s']:,} rows/s) | {s['parse_correct_exact_s']} | {s['parse_correct_exact_rows_per_s']:,} | - | - |")
     print(f"| near dedup, rensa MinHash-LSH (ours) | {s['near_ours_s']} | {s['near_ours_rows_per_s']:,} | {s['near_ours_precision']} | {s['near_ours_recall']} |")
     print(f"| near dedup, datasketch MinHashLSH | {s['near_datasketch_s']} | {s['near_datasketch_rows_per_s']:,} | {s['near_datasketch_precision']} | {s['near_datasketch_recall']} |")
-    print("\n| rows | whole stage s | rows/s | peak RSS MiB |\n|---|---|---|---|")
+    print("\n| rows | workers | whole stage s | rows/s | peak RSS MiB, main + each worker |\n|---|---|---|---|---|")
     for st in results["stage"]:
-        print(f"| {st['rows']:,} | {st['stage_s']} | {st['stage_rows_per_s']:,} | {st['peak_rss_mib']} |")
+        print(f"| {st['rows']:,} | {st['workers']} | {st['stage_s']} | {st['stage_rows_per_s']:,} | {st['peak_rss_mib']} + {st['worker_peak_rss_mib']} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
@@ -208,7 +212,8 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=5, help="runs of the parse + correct + exact dedup step")
     parser.add_argument("--json")
-    parser.add_argument("--stage-only", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", nargs="+", default=["0", "auto"], help="filter.workers settings to run at each size (auto: the stage's default)")
+    parser.add_argument("--stage-only", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--steps-rows", type=int, default=200_000, help="traces for the per-step timings (held in memory)")
     parser.add_argument("--write-corpus", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--sizes", type=int, nargs="+", help="whole-stage sizes (default: rows/4, rows/2, rows)")
@@ -216,6 +221,7 @@ if __name__ == "__main__":
     if args.write_corpus:
         make_run(Path(args.write_corpus[1]), corpus(int(args.write_corpus[0]))[0])
     elif args.stage_only:
-        print(json.dumps(bench_stage(args.stage_only)))
+        n, tmp, w = args.stage_only
+        print(json.dumps(bench_stage(int(n), tmp, None if w == "auto" else int(w))))
     else:
         main(args)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from llmdistill.config import Config
-from llmdistill.filter import filter_passes, filter_traces, run_filters
+from llmdistill.filter import filter_traces, run_filters
+from llmdistill.filter_stream import filter_passes
 from llmdistill.jsonl import iter_rows, read_rows
 from llmdistill.prompts import answer_stops, load_prompt
 from llmdistill.records import FilteredTrace, Trace
@@ -47,17 +48,19 @@ FILTER_SETTINGS = {
 }
 
 
-@pytest.mark.parametrize("settings", list(FILTER_SETTINGS))
-def test_streaming_keeps_what_the_in_memory_filters_keep_on_a_synthetic_corpus(tmp_path, monkeypatch, settings):
+@pytest.mark.parametrize("settings,workers", [(s, 0) for s in FILTER_SETTINGS] + [(s, w) for s in FILTER_SETTINGS for w in (1, 2)])
+def test_streaming_keeps_what_the_in_memory_filters_keep_on_a_synthetic_corpus(tmp_path, monkeypatch, settings, workers):
+    """In one process and with the text-heavy filters' features computed by worker processes."""
     import bench_filter
 
-    monkeypatch.setattr("llmdistill.filter.CHUNK", 7)  # many chunk boundaries
+    monkeypatch.setattr("llmdistill.filter_stream.CHUNK", 7)  # many chunk boundaries
     rows, exact, near = bench_filter.corpus(1500)
     for i, r in enumerate(rows):  # several samples per problem, for vote and select
         r["id"], r["sample"] = f"g{i // 3}", i
     bench_filter.make_run(tmp_path, rows)
-    cfg = Config.model_validate({**bench_filter.bench_config(tmp_path).model_dump(), "filter": FILTER_SETTINGS[settings]})
+    cfg = Config.model_validate({**bench_filter.bench_config(tmp_path).model_dump(), "filter": {**FILTER_SETTINGS[settings], "workers": workers}})
     stats = same_as_in_memory(cfg)
+    assert stats["workers"] == workers and (stats["worker_cpu_seconds"] > 0) == bool(workers)
     assert stats["rejected_by"].get("dedup_exact") and stats["rejected_by"].get("dedup_near")  # the planted duplicates were found
 
 
@@ -66,7 +69,7 @@ def test_streaming_keeps_what_the_in_memory_filters_keep_on_svamp(tmp_path, monk
     from llmdistill.generate import generate
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr("llmdistill.filter.CHUNK", 50)
+    monkeypatch.setattr("llmdistill.filter_stream.CHUNK", 50)
     cfg = load_config(ROOT / "configs" / "svamp_palm.yaml", [f"output_dir={tmp_path}", "filter.decontaminate.enabled=true",
                                                                "filter.vote.enabled=true", "filter.select.enabled=true"])
     generate(cfg)
@@ -156,9 +159,10 @@ def test_near_dup_index_streams_like_one_batch(tmp_path):
         else:
             texts.append(" ".join(rng.choice(vocab) for _ in range(100)))
     docs = [text_words(t) for t in texts]
-    whole = NearDupIndex(0.8, 5, 128).check(docs)
+    sigs = NearDupIndex(0.8, 5, 128).minhashes(docs)
+    whole = NearDupIndex(0.8, 5, 128).check(sigs)
     assert sum(h is not None for h in whole) > 50
     for size, spill in ((1, None), (7, "minhashes.bin"), (64, None)):
         index = NearDupIndex(0.8, 5, 128, spill=str(tmp_path / spill) if spill else None)
         index.RUN_CAP = 256  # many runs
-        assert [h for i in range(0, len(texts), size) for h in index.check(docs[i : i + size])] == whole
+        assert [h for i in range(0, len(texts), size) for h in index.check(sigs[i : i + size])] == whole

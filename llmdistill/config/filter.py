@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from llmdistill.config.base import Section, content
+from llmdistill.config.base import Section, content, operational
 
 
 class Toggle(Section):
@@ -69,6 +69,10 @@ class FilterConfig(Section):
     decontaminate: DecontaminateConfig = DecontaminateConfig()
     select: SelectConfig = SelectConfig()
     keep_rationalized: bool = content(True)  # keep correct traces that were written with the gold answer as a hint
+    # Worker processes for the text-heavy filters' per-row work (degenerate, dedup_exact, dedup_near,
+    # decontaminate); the output is the same with any number. None: one fewer than the CPUs (at most
+    # 4) for a traces file of 32 MiB or more, else 0 (all in one process).
+    workers: int | None = operational(None, ge=0)
 
     @field_validator("order")
     @classmethod
