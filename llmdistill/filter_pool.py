@@ -37,7 +37,8 @@ def workers_for(cfg: Config, traces: Path) -> int:
     ``MIN_BYTES`` or more, and none (one process) for a smaller one."""
     if cfg.filter.workers is not None:
         return cfg.filter.workers
-    return min(4, (os.cpu_count() or 1) - 1) if traces.stat().st_size >= MIN_BYTES else 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # the CPUs this process may use
+    return min(4, cpus - 1) if traces.stat().st_size >= MIN_BYTES else 0
 
 
 class FeaturePool:

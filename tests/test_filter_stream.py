@@ -166,3 +166,26 @@ def test_near_dup_index_streams_like_one_batch(tmp_path):
         index = NearDupIndex(0.8, 5, 128, spill=str(tmp_path / spill) if spill else None)
         index.RUN_CAP = 256  # many runs
         assert [h for i in range(0, len(texts), size) for h in index.check(sigs[i : i + size])] == whole
+
+
+def test_a_script_without_a_main_guard_gets_a_one_line_error(tmp_path):
+    """Workers start with spawn, which runs the calling script again: without the guard the
+    worker dies, and the stage says what to do instead of a BrokenProcessPool traceback."""
+    import subprocess
+
+    import bench_filter
+
+    bench_filter.make_run(tmp_path, bench_filter.corpus(200)[0])
+    script = tmp_path / "unguarded.py"
+    script.write_text(f"""import sys
+sys.path.insert(0, {str(ROOT / "scripts")!r})
+import bench_filter
+from pathlib import Path
+from llmdistill.filter import filter_traces
+cfg = bench_filter.bench_config(Path({str(tmp_path)!r}))
+cfg.filter.workers = 1
+filter_traces(cfg)
+""")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode != 0
+    assert 'needs its calls under `if __name__ == "__main__":`' in proc.stderr and "filter.workers: 0" in proc.stderr
