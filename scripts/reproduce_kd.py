@@ -2,7 +2,8 @@
 
 Teacher: SmolLM2-135M-Instruct fine-tuned on SVAMP by the toolkit (``configs/svamp_palm.yaml``,
 the step-by-step recipe; ``--teacher DIR`` takes one already trained). Student: its depth-pruned
-copy (20 of 30 layers, ``student.init: pruned``). Arms, one student budget each:
+copy (20 of 30 layers, ``student.init: pruned``). Arms, one student budget each (--steps + --kd-steps
+steps of --batch-size problems):
 
   sft              the teacher's recipe on the same data (PaLM's rationales, the gold labels)
   sft+on_policy    the sft arm's student, then on-policy KD from the teacher (TRL DistillationTrainer,
@@ -18,7 +19,7 @@ beside the teacher and the pruned student before training, all evaluated by the 
 on the 200 test problems. ``--seeds 0 1`` repeats sft, sft+on_policy and sft+sft per seed (the
 teacher is trained once, with --seed). ``--betas 0 0.5 1`` also runs sft+on_policy for each beta on
 ``--beta-steps`` KD steps (first seed). Jobs run in this order: the first seed's sft arms, the beta
-sweep, the other seeds, then on_policy and offline_topk. ``<out>/results.md`` and ``results.json``
+sweep, offline_topk, the other seeds, then on_policy. ``<out>/results.md`` and ``results.json``
 are rewritten after every arm: accuracy with bootstrap CIs, McNemar p against the same seed's sft
 and of sft+on_policy against sft+sft, a sign test over problems with the seeds pooled, the teacher
 gap closed, seconds per training step. Every finished stage is reused, so a stopped run resumes.
@@ -82,15 +83,16 @@ def student_config(args, arm: str, teacher: str, seed: int, beta: float | None =
     elif arm == "sft+sft":
         # One validation pass, at the last step: the final model is kept, as the KD phase keeps its own.
         o |= {"train.max_steps": kd_steps, "train.learning_rate": args.kd_lr, "train.eval_steps": kd_steps, "train.save_steps": kd_steps}
-    elif arm == "on_policy":
-        o |= {"kd.method": "on_policy", "kd.after_sft": False, **kd}
+    elif arm == "on_policy":  # the whole budget in KD steps
+        o |= {"kd.method": "on_policy", "kd.after_sft": False, **kd, "kd.max_steps": args.steps + args.kd_steps}
     elif arm == "offline_topk":
         # The fine-tuned teacher answers the train problems with its own prompt (the label prompt,
         # zero-shot: a prompt file whose instruction is the label task's) and returns its top-k per
         # token; the student learns those tokens and distributions. Its answers carry no rationale, so
         # the length filter (a minimum rationale length) is off; the correct filter keeps the right ones.
         # (offline top-k trains mode cot: the recipe's step-by-step settings go back to their defaults.)
-        o |= {"teacher.model_name_or_path": teacher, "teacher.backend": args.teacher_backend, "teacher.replay": "{}", "data.num_shots": 0,
+        o |= {"train.max_steps": args.steps + args.kd_steps,  # the whole budget in steps of CE + KL
+              "teacher.model_name_or_path": teacher, "teacher.backend": args.teacher_backend, "teacher.replay": "{}", "data.num_shots": 0,
               "data.prompt": str(ROOT / "prompts" / "arithmetic_label.yaml"), "filter.length.enabled": "false",
               "generate.logprobs": args.topk, "generate.max_new_tokens": args.cot_tokens, "train.mode": "cot", "train.label_source": "teacher",
               "train.gold_label": "value", "train.alpha": 0.5, "train.batch_unit": "problems", "train.labels_for": "all_problems",
@@ -121,8 +123,10 @@ def jobs(args) -> list[tuple[str, int, float | None]]:
     """(arm, seed, sweep beta) in the order they run: what the comparison needs most comes first."""
     first, rest = args.seeds[0], args.seeds[1:]
     main = [a for a in AFTER_SFT if a in args.arms or a == "sft"]
+    others = [a for a in args.arms if a not in AFTER_SFT]
     return ([(a, first, None) for a in main] + [("sft+on_policy", first, b) for b in args.betas]
-            + [(a, s, None) for s in rest for a in main] + [(a, first, None) for a in args.arms if a not in AFTER_SFT])
+            + [(a, first, None) for a in others if a == "offline_topk"]
+            + [(a, s, None) for s in rest for a in main] + [(a, first, None) for a in others if a != "offline_topk"])
 
 
 def write_results(args, runs: dict, teacher: str, t_start: float) -> str:
@@ -135,8 +139,8 @@ def write_results(args, runs: dict, teacher: str, t_start: float) -> str:
     ci = {k: bootstrap_ci([v[i] for i in ids], 10000, 0.95, args.seed) for k, v in correct.items()}
     base = "pruned, untrained"
     lines = [f"SVAMP test ({len(ids)} problems), {date.today()}; teacher: SmolLM2-135M-Instruct fine-tuned by the toolkit ({teacher}); "
-             f"student: its 20-of-30-layer pruned copy; {args.steps} SFT steps, then {args.kd_steps} KD or SFT steps at lr {args.kd_lr:g}, "
-             f"batch {args.batch_size} problems; beta {args.beta:g}; seeds {', '.join(map(str, args.seeds))}; {(time.time() - t_start) / 60:.0f} min", "",
+             f"student: its 20-of-30-layer pruned copy; {args.steps} SFT steps, then {args.kd_steps} KD or SFT steps at lr {args.kd_lr:g} "
+             f"(on_policy and offline_topk: {args.steps + args.kd_steps} steps), batch {args.batch_size} problems; beta {args.beta:g}; seeds {', '.join(map(str, args.seeds))}; {(time.time() - t_start) / 60:.0f} min", "",
              "| run | accuracy [95% CI] | gap closed | vs same seed's sft: both / only sft / only run / neither | McNemar p | SFT s/step | KD s/step |",
              "|---|---|---|---|---|---|---|"]
     pairs = []
