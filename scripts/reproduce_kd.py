@@ -110,13 +110,14 @@ def run_one(cfg) -> dict:
     stats = read_stats(cfg, "train") or {}
     phases = {p: stats[p] for p in ("sft", "kd") if isinstance(stats.get(p), dict)}
     return {"accuracy": report["student"]["accuracy"], "ci": report["student"].get("ci"),
-            "phases": {p: {k: v.get(k) for k in ("steps", "train_seconds", "train_loss", "best_eval_accuracy")} for p, v in phases.items()},
+            "phases": {p: {k: v.get(k) for k in ("steps", "train_seconds", "train_loss", "best_eval_accuracy", "resumed_from")} for p, v in phases.items()},
             "seconds": round(time.time() - t0, 1), "output_dir": cfg.output_dir}
 
 
-def correct_of(out_dir: str, model: str = "student") -> dict[str, bool]:
+def answers_of(out_dir: str, model: str = "student") -> dict[str, tuple[str | None, bool]]:
+    """Per test problem: (the normalized answer, whether it is correct), greedy sample."""
     rows = [json.loads(line) for line in (Path(out_dir) / "evaluate" / "results.jsonl").read_text().splitlines()]
-    return {r["id"]: r["verdict"] == "correct" for r in rows if r["model"] == model and r["sample"] == 0}
+    return {r["id"]: (r["answer_key"], r["verdict"] == "correct") for r in rows if r["model"] == model and r["sample"] == 0}
 
 
 def jobs(args) -> list[tuple[str, int, float | None]]:
@@ -133,16 +134,22 @@ def write_results(args, runs: dict, teacher: str, t_start: float) -> str:
     """results.md and results.json for the runs finished so far."""
     from llmdistill.eval_metrics import agreement, bootstrap_ci, gap_closed, mcnemar_exact
 
-    correct = {k: correct_of(r["output_dir"], r.get("model", "student")) for k, r in runs.items()}
+    answers = {k: answers_of(r["output_dir"], r.get("model", "student")) for k, r in runs.items()}
+    correct = {k: {i: ok for i, (_, ok) in v.items()} for k, v in answers.items()}
     ids = sorted(correct["teacher"])
+    teacher_answers = answers["teacher"]
+    # Does a student answer what the teacher answers, where the teacher is right and where it is wrong?
+    same = {k: [sum(v[i][0] is not None and v[i][0] == teacher_answers[i][0] for i in ids if teacher_answers[i][1] == right) for right in (True, False)]
+            for k, v in answers.items()}
     acc = {k: sum(v[i] for i in ids) / len(ids) for k, v in correct.items()}
     ci = {k: bootstrap_ci([v[i] for i in ids], 10000, 0.95, args.seed) for k, v in correct.items()}
     base = "pruned, untrained"
     lines = [f"SVAMP test ({len(ids)} problems), {date.today()}; teacher: SmolLM2-135M-Instruct fine-tuned by the toolkit ({teacher}); "
              f"student: its 20-of-30-layer pruned copy; {args.steps} SFT steps, then {args.kd_steps} KD or SFT steps at lr {args.kd_lr:g} "
              f"(on_policy and offline_topk: {args.steps + args.kd_steps} steps), batch {args.batch_size} problems; beta {args.beta:g}; seeds {', '.join(map(str, args.seeds))}; {(time.time() - t_start) / 60:.0f} min", "",
-             "| run | accuracy [95% CI] | gap closed | vs same seed's sft: both / only sft / only run / neither | McNemar p | SFT s/step | KD s/step |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | accuracy [95% CI] | gap closed | vs same seed's sft: both / only sft / only run / neither | McNemar p | "
+             "same answer as the teacher: where it is right / wrong | SFT s/step | KD s/step |",
+             "|---|---|---|---|---|---|---|---|"]
     pairs = []
     for k, r in runs.items():
         sft = arm_name("sft", r["seed"], args) if "seed" in r else None
@@ -151,9 +158,10 @@ def write_results(args, runs: dict, teacher: str, t_start: float) -> str:
             t = agreement([correct[sft][i] for i in ids], [correct[k][i] for i in ids])
             table, p = f"{t['both']} / {t['only_a']} / {t['only_b']} / {t['neither']}", f"{mcnemar_exact(t['only_a'], t['only_b']):.3g}"
         g = gap_closed(acc[k], acc[base], acc["teacher"]) if k not in ("teacher", base) and base in acc else None
-        per_step = {ph: v["train_seconds"] / v["steps"] for ph, v in r.get("phases", {}).items() if v.get("steps") and v.get("train_seconds")}
+        per_step = {ph: f"{v['train_seconds'] / v['steps']:.2f}" for ph, v in r.get("phases", {}).items()  # a resumed phase timed only its last part
+                    if v.get("steps") and v.get("train_seconds") and not v.get("resumed_from")}
         lines.append(f"| {k} | {100 * acc[k]:.1f}% [{100 * ci[k][0]:.1f}, {100 * ci[k][1]:.1f}] | {'-' if g is None else f'{100 * g:.1f}%'} | "
-                     f"{table} | {p} | {per_step.get('sft', 0):.2f} | {per_step.get('kd', 0):.2f} |")
+                     f"{table} | {p} | {'-' if k == 'teacher' else f'{same[k][0]} / {same[k][1]}'} | {per_step.get('sft', '-')} | {per_step.get('kd', '-')} |")
     for a, b in (("sft+sft", "sft+on_policy"), ("sft", "sft+on_policy"), ("sft", "sft+sft")):
         done = [s for s in args.seeds if arm_name(a, s, args) in correct and arm_name(b, s, args) in correct]
         if not done:
@@ -173,7 +181,8 @@ def write_results(args, runs: dict, teacher: str, t_start: float) -> str:
     text = "\n".join(lines) + "\n"
     out = Path(args.out)
     (out / "results.md").write_text(text)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "accuracy": acc, "ci": ci, "pairs": pairs, "runs": runs}, indent=2))
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "accuracy": acc, "ci": ci, "pairs": pairs, "same_as_teacher": same,
+                                                  "runs": runs}, indent=2))
     return text
 
 
