@@ -162,7 +162,7 @@ def write_results(args, runs: dict, teacher: str, t_start: float) -> str:
                     if v.get("steps") and v.get("train_seconds") and not v.get("resumed_from")}
         lines.append(f"| {k} | {100 * acc[k]:.1f}% [{100 * ci[k][0]:.1f}, {100 * ci[k][1]:.1f}] | {'-' if g is None else f'{100 * g:.1f}%'} | "
                      f"{table} | {p} | {'-' if k == 'teacher' else f'{same[k][0]} / {same[k][1]}'} | {per_step.get('sft', '-')} | {per_step.get('kd', '-')} |")
-    for a, b in (("sft+sft", "sft+on_policy"), ("sft", "sft+on_policy"), ("sft", "sft+sft")):
+    for a, b in (("sft+sft", "sft+on_policy"), ("sft", "sft+on_policy"), ("sft", "sft+sft"), ("sft+sft", "offline_topk"), ("sft+sft", "on_policy")):
         done = [s for s in args.seeds if arm_name(a, s, args) in correct and arm_name(b, s, args) in correct]
         if not done:
             continue
