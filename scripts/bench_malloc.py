@@ -1,11 +1,10 @@
 """How much of a CPU training step goes to the kernel: glibc's malloc gives large freed blocks back
-to the OS and faults them in again on the next step, when batches change shape. Run it twice,
-once as it is and once with the tunables that keep those blocks in the process:
+to the OS and faults them in again on the next step, when batches change shape. Run it as it is,
+with the tunables that keep those blocks in the process, and with the same settings made by mallopt:
 
     .venv/bin/python scripts/bench_malloc.py default
     GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184 .venv/bin/python scripts/bench_malloc.py tunables
     .venv/bin/python scripts/bench_malloc.py mallopt    # the same two settings, set by the process itself
-
 
 SmolLM2-135M-Instruct (``scripts/fetch_smollm2.py``), fp32, AdamW, batches of 16 rows whose
 lengths cycle through SVAMP-like values; 14 timed steps after 2 untimed ones.

@@ -3,8 +3,8 @@
 For each test problem, the student answers greedily with its label prompt (as the evaluate stage
 asks it); the teacher then scores every token of that answer (teacher-forced on the student's
 prefix, as on-policy KD does). Reported: the mean per-token generalized JSD (beta 0.5, the KD loss),
-how often the teacher's top token differs from the student's, and, on the problems where the two
-models' greedy answers differ, the first token where the teacher would go elsewhere: the teacher's
+how often the teacher's top token differs from the student's, and, on the answers where it differs
+somewhere, the first such token: the teacher's
 probability of its own token and of the student's there, and that token's share of the answer's JSD.
 
     .venv/bin/python scripts/kd_diagnose.py --student runs/kd_cpu2/sft/train/model --teacher runs/kd_cpu2/teacher/train/model
