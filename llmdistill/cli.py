@@ -86,10 +86,24 @@ def _stage(stage: str, config: Path, overrides: list[str] | None, overwrite: boo
         from llmdistill.pipeline import stage_function
 
         stats = stage_function(stage)(cfg, overwrite=overwrite)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return  # under several training processes the main one reports
-    typer.echo(f"{stage}: done in {stats['seconds']}s -> {cfg.stage_dir(stage)}")
-    _print_headline(stage, stats, cfg)
+    if int(os.environ.get("RANK", "0")) == 0:  # under several training processes the main one reports
+        typer.echo(f"{stage}: done in {stats['seconds']}s -> {cfg.stage_dir(stage)}")
+        _print_headline(stage, stats, cfg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _leave_launch()
+
+
+def _leave_launch() -> None:
+    """End a finished process of a training launch without the C++ runtime's exit-time destructors.
+
+    The stage has already torn its process group down (a barrier, then destroy); left to the
+    interpreter's exit, threads the distributed runtime keeps can still be destroyed while
+    joinable and abort a process whose work is done and saved ("terminate called without an
+    active exception"), which fails the whole launch. Output and logs are flushed first."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _print_headline(stage: str, stats: dict, cfg) -> None:

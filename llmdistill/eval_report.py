@@ -220,4 +220,4 @@ def add_to_model_card(model_dir: Path, report: dict, report_md: str) -> None:
     headline = ", ".join(head) + (f"; gap closed {100 * report['gap_closed']:.1f}%." if report.get("gap_closed") is not None else ".")
     table = report_md.split("\n## ")[0]  # the main table and its notes, without pairs and samples
     body = re.sub(r"^# .*\n", "", table).replace("![accuracy against size and latency](accuracy.png)", "").strip()
-    card.write_text(f"{text}\n{EVAL_HEADING}\n\n{headline}\n\n{body}\n")
+    write_text(card, f"{text}\n{EVAL_HEADING}\n\n{headline}\n\n{body}\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,21 +23,29 @@ from llmdistill.eval_report import add_to_model_card, compare, write_report
 from llmdistill.jsonl import write_rows
 from llmdistill.prompts import ANSWER_SEPARATOR, answer_stops, build_prompt, load_prompt, wants_chat
 from llmdistill.records import EvalResult, Problem
-from llmdistill.stage import StageRun, require_complete, upstream
-from llmdistill.student import materialize_student
+from llmdistill.stage import StageLock, StageRun, require_complete, upstream
+from llmdistill.student import has_student, init_path, materialize_student
 from llmdistill.tasks import check_answer, majority
 
 log = logging.getLogger(__name__)
 
 
-def model_specs(cfg: Config) -> dict[str, dict]:
-    """Name -> path, prompt task and shots of every model to evaluate."""
+def untrained_student(cfg: Config, own_dir: Path) -> str:
+    """The untrained student: the train stage's pruned copy when it has one of this recipe (read,
+    never written, here), else the pretrained model or a pruned copy built in this stage's folder."""
+    if cfg.student.init == "pruned" and has_student(init_path(cfg), cfg):
+        return str(init_path(cfg))
+    return materialize_student(cfg, own_dir / "student_init")
+
+
+def model_specs(cfg: Config, own_dir: Path) -> dict[str, dict]:
+    """Name -> path, prompt task and shots of every model to evaluate (``own_dir``: this stage's folder)."""
     specs = {}
     for name in cfg.evaluate.models:
         if name == "teacher":
             specs[name] = {"path": cfg.teacher.model_name_or_path, "task": "cot", "shots": cfg.data.num_shots}
         else:
-            path = materialize_student(cfg) if name == "student_init" else str(cfg.stage_dir("train") / "model")
+            path = untrained_student(cfg, own_dir) if name == "student_init" else str(cfg.stage_dir("train") / "model")
             specs[name] = {"path": path, "task": cfg.student_task(), "shots": cfg.student_shots()}
     for b in cfg.evaluate.baselines:
         specs[b.name] = {"path": b.model_name_or_path, "task": b.task, "shots": cfg.data.num_shots if b.num_shots is None else b.num_shots}
@@ -138,20 +147,23 @@ def evaluate(cfg: Config, backends: dict[str, Backend] | None = None, overwrite:
     e = cfg.evaluate
     if upstream(cfg, "evaluate"):
         require_complete(cfg, "train")
-    with StageRun(cfg, "evaluate", overwrite) as run:
+    # The trained student is read, and its model card written, under the train stage's lock: no
+    # train run can replace the model meanwhile, and the card has one writer at a time.
+    with StageLock(cfg, "train") if "student" in e.models else nullcontext(), StageRun(cfg, "evaluate", overwrite) as run:
         loaded = load_split(cfg.data, cfg.data.test_split)
         problems = loaded.problems
         greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=e.max_new_tokens, stop=load_prompt(cfg.data.prompt).stop, seed=e.seed)
-        sampled = SamplingParams(n=e.samples, temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens, stop=greedy.stop, seed=e.seed)
+        sampled = SamplingParams(n=e.samples, temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens, stop=greedy.stop,
+                                 seed=e.seed) if e.samples else None
         all_results, rationales, models = [], [], {}
-        for name, spec in model_specs(cfg).items():
+        for name, spec in model_specs(cfg, run.dir).items():
             backend = _backend(cfg, name, spec["path"], backends)
             backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_test is not None, rows=loaded.notes["rows"])
             t0 = time.time()
             params, samples_params = greedy, sampled
             first = name in ("student", "student_init") and cfg.answer_first()
             if first:  # its rationale follows the answer: stop at the blank line
-                params, samples_params = (replace(p, stop=[*p.stop, ANSWER_SEPARATOR]) for p in (greedy, sampled))
+                params, samples_params = (p and replace(p, stop=[*p.stop, ANSWER_SEPARATOR]) for p in (greedy, sampled))
             results = answer_all(cfg, name, backend, problems, spec["task"], spec["shots"], params)
             seconds = time.time() - t0
             models[name] = {"path": spec["path"], "backend": backend.name, "prompt": f"{spec['task']}, {spec['shots'] if spec['shots'] is not None else 'all'} shots",
@@ -173,7 +185,7 @@ def evaluate(cfg: Config, backends: dict[str, Backend] | None = None, overwrite:
         report = {"split": cfg.data.test_split, "problems": len(problems), "models": models,
                   **compare(all_results, models, problems, e.bootstrap, e.confidence, e.seed, e.disagreements)}
         write_report(run.dir, report, plot=e.plot)
-        if "student" in models:
+        if "student" in models:  # the train stage's folder: under its lock (above), atomically
             add_to_model_card(Path(models["student"]["path"]), report, (run.dir / "report.md").read_text())
         return run.finish({"problems": len(problems), "data": loaded.notes, "accuracy": {k: m["accuracy"] for k, m in models.items()},
                            "ci": {k: m.get("ci") for k, m in models.items()}, "gap_closed": report.get("gap_closed")})

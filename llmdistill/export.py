@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 
 import yaml
 
-from llmdistill.atomic import atomic_dir
+from llmdistill.atomic import MARK, atomic_dir
 from llmdistill.config import Config
 from llmdistill.errors import UserError
 from llmdistill.jsonl import iter_rows
@@ -102,14 +102,15 @@ def export(cfg: Config, command: str | None = None) -> dict:
     if not traces["train"].stat().st_size:
         raise UserError(f"{traces['train']} is empty: the filter kept no traces, so there is nothing to export")
     sizes, files = {}, {}
-    with atomic_dir(out) as tmp:
+    # a new or empty folder, or an earlier export of this toolkit (moved aside, dated); anything else is refused
+    with atomic_dir(out, kind="export", replace="move_aside") as tmp:
         for split in ("train", "rejected") if e.include_rejected else ("train",):
             if split == "train" or traces[split].stat().st_size:
                 files[split], sizes[split] = _write(tmp, f"data/{split}", read(split), e.format, _features())
         for view in e.views:
             rows = lambda view=view: view_rows(cfg, iter_rows(traces["train"], FilteredTrace), view)  # noqa: E731
             files[f"sft_{view}"], sizes[f"sft_{view}"] = _write(tmp, f"views/sft_{view}", rows, e.format)
-        shutil.rmtree(tmp / ".cache", ignore_errors=True)
+        shutil.rmtree(tmp / ".cache", ignore_errors=True)  # datasets' scratch inside our own new temporary folder
         (tmp / "README.md").write_text(dataset_card(cfg, sizes, files, command))
     log.info("exported %s to %s (%s)", sizes, out, e.format)
     if e.push_to_hub:
@@ -176,7 +177,7 @@ def push(folder: Path, repo_id: str, private: bool) -> None:
     try:
         api = hub_api(token)
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset")
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset", ignore_patterns=[MARK])  # the marker is local bookkeeping
     except Exception as e:  # offline, unreachable, refused: all end the same way for the user
         reason = " ".join(str(e).split())[:200]
         raise UserError(f"--push-to-hub {repo_id}: the Hub could not be reached or refused the upload ({type(e).__name__}: {reason}); "

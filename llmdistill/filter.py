@@ -19,9 +19,9 @@ from typing import Iterable, Iterator
 
 from llmdistill.config import Config
 from llmdistill.data import iter_split
-from llmdistill.atomic import atomic_open
+from llmdistill.atomic import atomic_open, fresh_dir, remove_ours
 from llmdistill.filter_pool import FeaturePool, workers_for
-from llmdistill.filter_rules import FEATURE_FILTERS, FILTER_FUNCTIONS, enabled, make_filter
+from llmdistill.filter_rules import FEATURE_FILTERS, FILTER_FUNCTIONS, make_filter
 from llmdistill.filter_stream import Pass, filter_passes, judge
 from llmdistill.jsonl import RowAppender, iter_rows
 from llmdistill.prompts import answer_stops, load_prompt
@@ -37,8 +37,6 @@ def run_filters(rows: list[FilteredTrace], cfg: Config) -> tuple[list[FilteredTr
     name and reason. The stage streams the same rules (``filter_traces``) with the same result."""
     kept, rejected, funnel = rows, [], {}
     for name in cfg.filter.order:
-        if not enabled(cfg, name):
-            continue
         t0 = time.perf_counter()
         survivors, dropped = judge(kept, FILTER_FUNCTIONS[name](kept, cfg), name)
         rejected.extend(dropped)
@@ -153,16 +151,15 @@ def filter_traces(cfg: Config, overwrite: bool = False) -> dict:
 
     Streams: rows go through the filters a chunk at a time and out to ``kept.jsonl`` and (via one
     file per filter, joined in filter order) ``rejected.jsonl``, so memory holds only the filters'
-    state. With a group filter (vote, select) enabled the rows reaching it are written to a
+    state. With a group filter (vote, select) in the order the rows reaching it are written to a
     temporary file and read again in a second pass; the result is the same as judging all rows
     at once (``run_filters``). The text-heavy filters' per-row work runs in ``filter.workers``
     processes beside this one."""
     require_complete(cfg, "generate")
     with StageRun(cfg, "filter", overwrite) as run, gc_paused():
-        names = [n for n in cfg.filter.order if enabled(cfg, n)]
+        names = list(cfg.filter.order)
         work = run.dir / ".work"  # scratch: per-filter rejected rows, rows between passes, MinHashes
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
+        fresh_dir(work, "scratch")  # a stale one of ours (a killed run) is removed first
         filters = {n: make_filter(n, cfg, work) for n in names}
         funnel = {n: {"in": 0, "out": 0, "seconds": 0.0} for n in names}
         rejected = {n: RowAppender(work / f"rejected.{n}.jsonl", fsync=False) for n in names}
@@ -200,7 +197,7 @@ def filter_traces(cfg: Config, overwrite: bool = False) -> dict:
             getattr(f, "close", lambda: None)()
         _join([work / f"rejected.{n}.jsonl" for n in names], run.dir / "rejected.jsonl")
         os.replace(work / "kept.jsonl", run.dir / "kept.jsonl")
-        shutil.rmtree(work)
+        remove_ours(work)
         rejected_by = {n: funnel[n]["in"] - funnel[n]["out"] for n in names if funnel[n]["in"] > funnel[n]["out"]}
         accuracy = checked.accuracy.result()
         assert kept + sum(rejected_by.values()) == checked.rows_in

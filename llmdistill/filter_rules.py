@@ -292,8 +292,3 @@ def _whole(name: str) -> Callable[[list[FilteredTrace], Config], Reasons]:
 FILTER_FUNCTIONS: dict[str, Callable[[list[FilteredTrace], Config], Reasons]] = {
     name: ROW_FILTERS.get(name) or _whole(name) for name in [*ROW_FILTERS, *FILTER_CLASSES]
 }
-
-
-def enabled(cfg: Config, name: str) -> bool:
-    section = getattr(cfg.filter, name, None)
-    return section is None or section.enabled  # parse has no section: it always runs

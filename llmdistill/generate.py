@@ -13,6 +13,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
@@ -22,7 +23,8 @@ from llmdistill.data import load_split
 from llmdistill.jsonl import RowAppender, recover_rows
 from llmdistill.prompts import PromptTemplate, answer_stops, build_prompt, load_prompt, wants_chat
 from llmdistill.records import Problem, Trace
-from llmdistill.stage import StageRun, move_aside, refusal
+from llmdistill.atomic import move_aside
+from llmdistill.stage import StageRun, refusal
 from llmdistill.tasks import check_trace
 
 log = logging.getLogger(__name__)
@@ -46,26 +48,29 @@ def _check_provenance(rows: list[Trace], problems: dict[str, Problem], want: dic
 
 
 def ask_teacher(cfg: Config, backend: Backend, template: PromptTemplate, params: SamplingParams, chunk: list[Problem], index: dict[str, int],
-                first_sample: int = 0, hint: bool = False) -> list[Trace]:
-    """One batch of problems through the teacher: every sample of each, as traces with provenance."""
+                first_sample: int = 0, hint: bool = False) -> Iterator[list[Trace]]:
+    """One batch of problems through the teacher: every sample of each, as traces with provenance,
+    yielded as the engine finishes them (a list per request or group of requests that finished together), so every
+    completion can be written before a later request of the batch fails."""
     chat = wants_chat(cfg.data.prompt_format, backend.supports_chat)
     requests = [
         Request(id=p.id, index=index[p.id], seed=request_seed(params.seed + first_sample, p.id),
                 prompt=build_prompt(template, p.question, cfg.data.num_shots, chat, hint=p.answer if hint else None))
         for p in chunk
     ]
-    outs = backend.generate(requests, params)
-    return [
-        Trace(
-            **p.model_dump(), sample=first_sample + s, prompt=backend.prompt_text(r.prompt), completion=c.text,
-            finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
-            teacher=backend.model_name, backend=backend.name, template_hash=template.hash,
-            sampling=asdict(params), seed=r.seed, created_at=time.time(), rationalized=hint, top_logprobs=c.top_logprobs,
-            completion_ids=c.token_ids if params.logprobs else None, reasoning=c.reasoning,
-        )
-        for p, r, completions in zip(chunk, requests, outs)
-        for s, c in enumerate(completions)
-    ]
+    for done in backend.generate_each(requests, params):
+        yield [
+            Trace(
+                **p.model_dump(), sample=first_sample + s, prompt=backend.prompt_text(r.prompt), completion=c.text,
+                finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+                teacher=backend.model_name, backend=backend.name, template_hash=template.hash,
+                sampling=asdict(params), seed=r.seed, created_at=time.time(), rationalized=hint, top_logprobs=c.top_logprobs,
+                completion_ids=c.token_ids if params.logprobs else None, reasoning=c.reasoning,
+            )
+            for i, completions in sorted(done.items())
+            for p, r in [(chunk[i], requests[i])]
+            for s, c in enumerate(completions)
+        ]
 
 
 class _Writer:
@@ -90,7 +95,8 @@ class _Writer:
         t0, batch = time.time(), self.cfg.teacher.batch_size
         for start in range(0, len(problems), batch):
             chunk = problems[start : start + batch]
-            self.keep(ask_teacher(self.cfg, self.backend, self.template, self.params, chunk, index, first_sample, hint))
+            for traces in ask_teacher(self.cfg, self.backend, self.template, self.params, chunk, index, first_sample, hint):
+                self.keep(traces)  # written (and fsynced) as they arrive
             bar.update(len(chunk))
             self.problems_done += len(chunk)
             bar.set_postfix(tok_s=f"{self.tokens_out / max(time.time() - t0, 1e-9):.1f}")

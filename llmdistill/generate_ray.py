@@ -53,8 +53,14 @@ class TeacherActor:
 
         problems = [Problem.model_validate_json(p) for p in batch["problem"]]
         index = {p.id: int(row) for p, row in zip(problems, batch["row"])}
-        traces = ask_teacher(self.cfg, self.backend, self.template, self.params, problems, index, self.first_sample, self.hint)
-        return {"trace": [t.model_dump_json() for t in traces]}
+        traces, error = [], ""
+        try:
+            for finished in ask_teacher(self.cfg, self.backend, self.template, self.params, problems, index, self.first_sample, self.hint):
+                traces += finished
+        except UserError as e:  # a request failed for good: the finished ones go back to be written, then the driver stops
+            error = str(e)
+        rows = [t.model_dump_json() for t in traces] + ([""] if error else [])
+        return {"trace": rows, "error": [""] * len(traces) + ([error] if error else [])}
 
 
 class RayWriter:
@@ -95,8 +101,11 @@ class RayWriter:
         bar = tqdm(total=len(problems), desc=f"{desc} (ray, {r.replicas} replicas)", unit="problem")
         t0 = time.time()
         for out in ds.iter_batches(batch_size=None, batch_format="default"):
-            traces = [Trace.model_validate_json(t) for t in out["trace"]]
+            traces = [Trace.model_validate_json(t) for t in out["trace"] if t]
             self.keep(traces)  # written as each batch arrives: a killed driver loses at most what is in flight
+            failed = [e for e in out["error"] if e]
+            if failed:
+                raise UserError(failed[0])
             done = len({t.id for t in traces})
             self.problems_done += done
             bar.update(done)

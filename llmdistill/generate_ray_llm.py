@@ -71,10 +71,9 @@ def trace_of(cfg: Config, template: PromptTemplate, params: SamplingParams, row:
     )
 
 
-def processor_config(cfg: Config):
-    """Ray's vLLM processor for the teacher: ``replicas`` engines, each with the teacher's parallelism."""
-    from ray.data.llm import vLLMEngineProcessorConfig
-
+def processor_options(cfg: Config) -> dict:
+    """The arguments of Ray's vLLM processor for the teacher: ``replicas`` engines, each with the
+    teacher's parallelism."""
     t, r = cfg.teacher, cfg.generate.ray
     engine = {"dtype": t.dtype, "tensor_parallel_size": t.tensor_parallel_size, "pipeline_parallel_size": t.pipeline_parallel_size,
               "enable_prefix_caching": t.enable_prefix_caching, "seed": cfg.generate.seed}
@@ -82,10 +81,17 @@ def processor_config(cfg: Config):
         engine["max_model_len"] = t.max_model_len
     if t.gpu_memory_utilization:
         engine["gpu_memory_utilization"] = t.gpu_memory_utilization
-    return vLLMEngineProcessorConfig(
-        model_source=t.model_name_or_path, engine_kwargs=engine, concurrency=r.replicas, batch_size=r.batch_size or t.batch_size,
-        chat_template_stage=False, tokenize_stage=False, detokenize_stage=True,  # the driver renders the prompt text itself
-    )
+    if t.distributed_executor_backend:
+        engine["distributed_executor_backend"] = t.distributed_executor_backend
+    return dict(model_source=t.model_name_or_path, engine_kwargs=engine, concurrency=r.replicas, batch_size=r.batch_size or t.batch_size,
+                chat_template_stage=False, tokenize_stage=False, detokenize_stage=True)  # the driver renders the prompt text itself
+
+
+def processor_config(cfg: Config):
+    """Ray's vLLM processor config for the teacher (``processor_options``)."""
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    return vLLMEngineProcessorConfig(**processor_options(cfg))
 
 
 def build(cfg: Config):

@@ -85,17 +85,22 @@ def content_hash(cfg, stage: str) -> str:
     return hashlib.sha256(json.dumps(content(cfg, stage), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def saved_config(stage_dir: Path):
-    """The Config a stage folder was made with; None when it has none. A config.yaml that no
-    longer validates (a setting since removed) is returned as the raw mapping."""
+def saved_config(stage_dir: Path, schema: type | None = None):
+    """The Config a stage folder was made with; None when it has none. A config.yaml of an earlier
+    version is read as this version would have written it (``upgrade_saved``), so an upgrade
+    keeps finished stages complete; one that still does not validate is returned as the raw
+    mapping. ``schema``: the config class to read it with (default ``Config``)."""
     from llmdistill.config import Config
+    from llmdistill.config.file import upgrade_saved
 
+    schema = schema or Config
     path = stage_dir / "config.yaml"
     if not path.is_file():
         return None
     raw = yaml.safe_load(path.read_text()) or {}
+    raw = upgrade_saved(raw)
     try:
-        return Config.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError:
         return raw
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
@@ -14,6 +15,7 @@ from llmdistill.atomic import atomic_open
 from llmdistill.errors import UserError
 
 R = TypeVar("R", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 def _dumps(obj) -> str:
@@ -37,11 +39,16 @@ def iter_rows(path: str | Path, model: type[R]) -> Iterator[R]:
             try:
                 yield model.model_validate_json(line)
             except ValidationError as e:
-                err = e.errors()[0]
-                if err["type"] == "json_invalid":
-                    raise UserError(f"{path}:{lineno}: malformed JSON ({err['ctx'].get('error', err['msg'])})") from None
-                loc = ".".join(str(p) for p in err["loc"]) or "row"
-                raise UserError(f"{path}:{lineno}: invalid {model.__name__} row: {loc}: {err['msg']}") from None
+                raise row_error(path, lineno, model, e) from None
+
+
+def row_error(path: Path, lineno: int, model: type[BaseModel], e: ValidationError, advice: str = "") -> UserError:
+    """One line naming the file, the line and what is wrong with it."""
+    err = e.errors()[0]
+    if err["type"] == "json_invalid":
+        return UserError(f"{path}:{lineno}: malformed JSON ({err['ctx'].get('error', err['msg'])}){advice}")
+    loc = ".".join(str(p) for p in err["loc"]) or "row"
+    return UserError(f"{path}:{lineno}: invalid {model.__name__} row: {loc}: {err['msg']}{advice}")
 
 
 def read_rows(path: str | Path, model: type[R]) -> list[R]:
@@ -87,32 +94,29 @@ class RowAppender:
 
 
 def recover_rows(path: str | Path, model: type[R]) -> list[R]:
-    """Read the rows a killed run left behind, cutting a torn (unterminated or unparsable) last line.
+    """Read the rows a killed run left behind. Only a torn write may be cut: an unterminated last
+    line (appends end every row with a newline, so a line without one was cut off mid-write).
 
-    Only the final line may be torn: any earlier bad line means the file was edited or corrupted,
-    which is a UserError rather than something to silently repair.
+    A complete line that does not validate (edited, corrupted, or written by another version of
+    the toolkit) is never cut: it is a UserError naming the file and line, and the file is left
+    exactly as it was. The torn tail is cut only once every complete line has validated.
     """
     path = Path(path)
     if not path.exists():
         return []
     data = path.read_bytes()
-    keep = len(data)
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-    lines = data[:keep].decode("utf-8").splitlines()
-    if lines:
+    keep = data.rfind(b"\n") + 1  # everything up to the last newline; the rest, if any, is a torn write
+    rows = []
+    for lineno, line in enumerate(data[:keep].decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
-            model.model_validate(json.loads(lines[-1]))
-        except (json.JSONDecodeError, ValidationError):
-            keep = data.rfind(b"\n", 0, keep - 1) + 1
-            lines = lines[:-1]
+            rows.append(model.model_validate_json(line))
+        except ValidationError as e:
+            raise row_error(path, lineno, model, e, "; the line is complete, so it was left as it is and nothing was changed "
+                            "(a partial output is resumed only when every complete line reads)") from None
     if keep != len(data):
+        log.warning("%s: cut a torn last line (%d bytes) left by a run that was stopped mid-write", path, len(data) - keep)
         with open(path, "r+b") as fh:
             fh.truncate(keep)
-    rows = []
-    for lineno, line in enumerate(lines, start=1):
-        try:
-            rows.append(model.model_validate(json.loads(line)))
-        except (json.JSONDecodeError, ValidationError) as e:
-            raise UserError(f"{path}:{lineno}: malformed row in a partial output ({e}); delete the file to restart") from None
     return rows

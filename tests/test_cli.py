@@ -143,3 +143,21 @@ def test_retraining_to_the_same_weights_keeps_evaluate_complete(make_config, scr
     cfg = load_config(path)
     train(cfg)  # deterministic on CPU: the same weights again
     assert is_complete(cfg, "evaluate")
+
+
+def test_a_first_typo_does_not_block_the_fix(make_config, scripted, tmp_path):
+    """An own CSV whose question column is `q`: the typo fails in one line, leaving only a saved
+    config in generate/; the corrected rerun reuses the folder instead of refusing it."""
+    scripted.SCRIPT = correct_script()
+    cfg = make_config()
+    rows = [json.loads(line) for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
+    (tmp_path / "data" / "train.jsonl").unlink()
+    (tmp_path / "data" / "train.csv").write_text("id,q,answer\n" + "".join(f"{r['id']},{r['question']},{r['answer']}\n" for r in rows))
+    one_line_error(invoke("generate", cfg), "question")
+    assert [p.name for p in (cfg.parent / "run" / "generate").iterdir()] == ["config.yaml"]
+    result = invoke("generate", cfg, "--set", "data.question_field=q")
+    assert result.exit_code == 0, result.output
+    assert len((cfg.parent / "run" / "generate" / "traces.jsonl").read_text().splitlines()) == 6
+    assert not list((cfg.parent / "run").glob("generate.replaced-*"))
+    # a folder with outputs is still refused when the content changes
+    one_line_error(invoke("generate", cfg, "--set", "data.question_field=q", "--set", "generate.max_new_tokens=9"), "made otherwise")

@@ -1,6 +1,10 @@
+import json
+import re
+
 import pytest
 import yaml
 
+from llmdistill.config import FILTERS
 from llmdistill.config.file import load_config
 from llmdistill.errors import UserError
 
@@ -95,7 +99,7 @@ def test_nested_and_cross_section_errors_are_one_line(tmp_path, overrides, match
                                                  ("openai", "pipeline_parallel_size", 2), ("transformers", "distributed_executor_backend", "ray")])
 def test_a_setting_of_another_backend_is_refused(tmp_path, backend, knob, value):
     cfg = {**BASE, "teacher": {"model_name_or_path": "m", "backend": backend, knob: value}}
-    with pytest.raises(UserError, match=rf"teacher.{knob} is not read by the '{backend}' backend") as e:
+    with pytest.raises(UserError, match=rf"teacher.{knob} is not read by teacher.backend '{backend}'") as e:
         load_config(write(tmp_path, cfg))
     assert "\n" not in str(e.value)
 
@@ -143,9 +147,9 @@ def test_kd_settings_the_method_does_not_read_are_refused(tmp_path, kd, unread):
 
 
 def test_evaluate_engine_settings_and_replay_samples(tmp_path):
-    with pytest.raises(UserError, match="evaluate.device is not read by evaluate.backend 'vllm'"):
+    with pytest.raises(UserError, match="evaluate.device is not read with evaluate.backend 'vllm'"):
         load_config(write(tmp_path, {**BASE, "evaluate": {"backend": "vllm", "device": "cpu"}}))
-    with pytest.raises(UserError, match="evaluate.gpu_memory_utilization is not read by evaluate.backend 'transformers'"):
+    with pytest.raises(UserError, match="evaluate.gpu_memory_utilization is not read with evaluate.backend 'transformers'"):
         load_config(write(tmp_path, {**BASE, "evaluate": {"gpu_memory_utilization": 0.5}}))
     replay = {"model_name_or_path": "PaLM", "backend": "replay", "replay": {"test": ["t.json"]}}
     with pytest.raises(UserError, match="a replayed teacher has only its recorded completions"):
@@ -159,3 +163,54 @@ def test_train_settings_the_objective_does_not_read_are_refused(tmp_path, train,
     with pytest.raises(UserError, match=rf"{unread} is not read with these train settings"):
         load_config(write(tmp_path, {**BASE, "train": train}))
     assert load_config(write(tmp_path, {**BASE, "train": {"mode": "label", "label_source": "gold", "gold_label": "as_written"}}))
+
+
+@pytest.mark.parametrize("sections,unread", [
+    ({"filter": {"vote": {"min_agreement": 0.5}}}, "filter.vote.min_agreement is not read because filter.order does not list 'vote'"),
+    ({"filter": {"order": ["parse", "length"], "select": {"strategy": "first"}}}, "filter.select.strategy is not read"),
+    ({"filter": {"order": ["parse", "length"], "keep_rationalized": False}}, "filter.keep_rationalized is not read"),
+    ({"evaluate": {"temperature": 0.9}}, "evaluate.temperature is not read with evaluate.backend 'transformers' and samples 0"),
+    ({"evaluate": {"pass_k": [1, 2]}}, "evaluate.pass_k is not read"),
+    ({"train": {"validation_fraction": 0.1, "save_steps": 20}}, "train.save_steps is not read with train.validation_fraction"),
+    ({"student": {"init": "pretrained", "model_name_or_path": "m", "keep_layers": "first_half"}}, "student.keep_layers is not read with student.init 'pretrained'"),
+    ({"export": {"private": False}}, "export.private is not read without export.push_to_hub"),
+    ({"data": {"path": ".", "name": "main"}}, "data.name is not read"),
+    ({"data": {"path": "d", "labels": ["yes", "no"]}}, "data.labels is not read with data.answer_type 'numeric'"),
+    ({"data": {"path": "d", "answer_type": "math", "tolerance": 0.1}}, "data.tolerance is not read with data.answer_type 'math'"),
+    ({"generate": {"engine": "ray", "ray": {"processor": "ray_llm", "num_gpus_per_replica": 1}}, "teacher": {"model_name_or_path": "m", "backend": "vllm"}},
+     "generate.ray.num_gpus_per_replica is not read with processor 'ray_llm'"),
+])
+def test_settings_that_would_be_ignored_are_refused(tmp_path, sections, unread):
+    """The ignored knobs issue 26 listed, each now a one-line refusal at load."""
+    cfg = {**BASE, **{k: {**BASE.get(k, {}), **v} if isinstance(v, dict) else v for k, v in sections.items()}}
+    with pytest.raises(UserError, match=re.escape(unread)):
+        load_config(write(tmp_path, cfg))
+
+
+def test_a_removed_filter_switch_is_refused_with_what_replaced_it(tmp_path):
+    with pytest.raises(UserError, match=r"filter.decontaminate.enabled was removed: a filter runs when filter.order lists it"):
+        load_config(write(tmp_path, {**BASE, "filter": {"decontaminate": {"enabled": False}}}))
+
+
+def test_the_student_init_follows_model_name_or_path_when_left_out(tmp_path):
+    """No student section, or one without init: pruned (a copy of the teacher) unless a model is named."""
+    assert load_config(write(tmp_path, BASE)).student.init == "pruned"
+    assert load_config(write(tmp_path, {**BASE, "student": {"keep_layers": "first_half"}})).student.init == "pruned"
+    assert load_config(write(tmp_path, {**BASE, "student": {"model_name_or_path": "m"}})).student.init == "pretrained"
+
+
+def test_a_stage_folder_saved_by_the_previous_version_stays_complete(tmp_path):
+    """A config.yaml written before `enabled` was removed reads as this version writes it: the same
+    content settings, so an upgrade re-runs nothing."""
+    from llmdistill.identity import changes, saved_config
+
+    cfg = load_config(write(tmp_path, {**BASE, "filter": {"order": ["truncated", "parse", "correct", "length", "degenerate", "dedup_exact", "dedup_near"]}}))
+    old = json.loads(json.dumps(cfg.model_dump(mode="json")))
+    old["filter"] = {"order": FILTERS, "truncated": {"enabled": True}, "correct": {"enabled": True}, "vote": {"enabled": False, "min_agreement": 0.5},
+                     "length": {"enabled": True, "min_words": 1, "max_words": 2048}, "degenerate": {"enabled": True, "ngram": 4},
+                     "dedup_exact": {"enabled": True}, "dedup_near": {"enabled": True}, "decontaminate": {"enabled": False, "ngram": 8},
+                     "select": {"enabled": False}, "keep_rationalized": True, "workers": None}
+    (tmp_path / "filter").mkdir()
+    (tmp_path / "filter" / "config.yaml").write_text(yaml.safe_dump(old))
+    saved = saved_config(tmp_path / "filter")
+    assert not isinstance(saved, dict) and changes(saved, cfg, "filter") == []

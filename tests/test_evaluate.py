@@ -88,3 +88,29 @@ def test_students_use_the_evaluate_engine_and_dtype(make_config, scripted, monke
     cfg = load_config(make_config(evaluate={"dtype": "float16", "device": "cpu"}))
     ev._backend(cfg, "student", "/s", None)
     assert built[-1] == ("transformers", {"model_name_or_path": "/s", "dtype": "float16", "device": "cpu", "batch_size": 4})
+
+
+def test_evaluate_never_writes_into_the_train_folder_without_its_lock(make_config, scripted):
+    """The untrained pruned student of an evaluation before training is built in the evaluate
+    folder (the train folder is not created); the trained student's model card is updated under
+    the train stage's lock, atomically, and not at all while another process holds that lock."""
+    from llmdistill.evaluate import evaluate
+    from llmdistill.stage import StageLock
+    from tests.conftest import correct_test_script
+
+    scripted.SCRIPT = correct_test_script()
+    cfg = load_config(make_config(evaluate={"models": ["teacher", "student_init"]}))
+    evaluate(cfg)
+    assert not cfg.stage_dir("train").exists()
+    assert (cfg.stage_dir("evaluate") / "student_init" / "model.safetensors").is_file()
+
+    cfg = run_to_filter(make_config, scripted, evaluate={"models": ["student"]})
+    train(cfg)
+    card = cfg.stage_dir("train") / "model" / "README.md"
+    before = card.read_text()
+    with StageLock(cfg, "train"):  # another process is writing the train folder
+        with pytest.raises(Exception, match="being written by another process"):
+            evaluate(cfg, overwrite=True)
+    assert card.read_text() == before
+    evaluate(cfg, overwrite=True)
+    assert "## Evaluation" in card.read_text() and not list(card.parent.glob("*.tmp"))

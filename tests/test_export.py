@@ -82,8 +82,12 @@ class FakeHub:
     def create_repo(self, repo_id, **kw):
         FakeHub.calls.append(("create_repo", repo_id, kw, self.token))
 
-    def upload_folder(self, folder_path, repo_id, **kw):
-        FakeHub.calls.append(("upload_folder", repo_id, sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir())))
+    def upload_folder(self, folder_path, repo_id, ignore_patterns=(), **kw):
+        import fnmatch
+        from pathlib import Path
+
+        names = [p.name for p in Path(folder_path).iterdir() if not any(fnmatch.fnmatch(p.name, pat) for pat in ignore_patterns)]
+        FakeHub.calls.append(("upload_folder", repo_id, sorted(names)))
 
 
 def test_push_to_hub_uploads_the_written_folder(svamp, monkeypatch, tmp_path):
@@ -119,3 +123,25 @@ def test_push_fails_in_one_line_after_writing_locally(svamp, monkeypatch, tmp_pa
     with pytest.raises(UserError, match=r"the Hub could not be reached or refused the upload") as e:
         export(_cfg(svamp, f"export.to={tmp_path / 'b'}", "export.push_to_hub=me/x"))
     assert "\n" not in str(e.value) and (tmp_path / "b" / "data" / "train").is_dir()
+
+
+def test_export_never_deletes_a_folder_it_did_not_write(svamp, monkeypatch, tmp_path):
+    """--to a user's folder is refused in one line (exit 2) and the folder is untouched; an
+    earlier export is moved aside (dated), not deleted; an empty folder is simply used."""
+    monkeypatch.chdir(ROOT)
+    mine = tmp_path / "datasets"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    r = CliRunner().invoke(app, ["export", str(ROOT / "configs" / "svamp_palm.yaml"), "--set", f"output_dir={svamp}", "--to", str(mine),
+                                 "--format", "jsonl"])
+    assert r.exit_code == 2 and "was not written by llmdistill" in r.output and str(mine) in r.output and len(r.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "my notes"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for _ in range(2):  # into the empty folder, then over that export
+        r = CliRunner().invoke(app, ["export", str(ROOT / "configs" / "svamp_palm.yaml"), "--set", f"output_dir={svamp}", "--to", str(empty),
+                                     "--format", "jsonl"])
+        assert r.exit_code == 0, r.output
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("empty.replaced-")]
+    assert len(aside) == 1 and (aside[0] / "README.md").is_file() and (empty / "README.md").is_file()

@@ -1,5 +1,6 @@
 import json
 
+from llmdistill.config.filter import DEFAULT_ORDER
 from llmdistill.config.file import load_config
 from llmdistill.filter import filter_traces
 from llmdistill.generate import generate
@@ -14,7 +15,7 @@ def test_funnel_counts_add_up_and_every_rejection_has_a_reason(make_config, scri
     script["Sam has 3 apples and gets 2 more. How many apples does Sam have?"] = ["Sam has 3 + 2 = 6 apples. The answer is 6."]
     script["Sam has 4 apples and gets 2 more. How many apples does Sam have?"] = ["Sam has some apples."]
     scripted.SCRIPT = script  # problem 5 has no script: answers -1
-    cfg = load_config(make_config(filter={"select": {"enabled": True}}))
+    cfg = load_config(make_config(filter={"order": [*DEFAULT_ORDER, "select"]}))
     generate(cfg)
     stats = filter_traces(cfg)
     kept = read_rows(cfg.stage_dir("filter") / "kept.jsonl", FilteredTrace)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from llmdistill.config import Config
+from llmdistill.config import FILTERS, Config
 from llmdistill.filter import run_filters, teacher_accuracy
 from llmdistill.filter_rules import FILTER_FUNCTIONS
 from llmdistill.records import FilteredTrace
@@ -13,7 +13,7 @@ from tests.conftest import write_jsonl
 def cfg(tmp_path, **filter_cfg) -> Config:
     write_jsonl(tmp_path / "data" / "test.jsonl", [{"id": "t0", "question": "A farmer has 17 sheep and all but 9 run away. How many are left?", "answer": "9"}])
     return Config.model_validate({"output_dir": str(tmp_path / "run"), "data": {"path": str(tmp_path / "data")},
-                                  "teacher": {"model_name_or_path": "m"}, "filter": filter_cfg})
+                                  "teacher": {"model_name_or_path": "m"}, "filter": {"order": FILTERS, **filter_cfg}})
 
 
 def row(id="p", sample=0, rationale="Add 3 and 4 to get 7.", key="7", verdict="correct", question="Sam has 3 apples and gets 4 more. How many?", **kw):
@@ -26,7 +26,7 @@ def reasons(name, rows, c):
 
 
 def test_vote_majority_and_agreement(tmp_path):
-    c = cfg(tmp_path, vote={"enabled": True, "min_agreement": 0.5})
+    c = cfg(tmp_path, vote={"min_agreement": 0.5})
     rows = [row(sample=0), row(sample=1), row(sample=2, key="8", verdict="wrong"),
             row(id="u", sample=0, key="5", verdict="unlabeled"), row(id="u", sample=1, key="5", verdict="unlabeled"), row(id="u", sample=2, key="6", verdict="unlabeled"),
             row(id="h", sample=0, key="1", verdict="wrong"), row(id="h", sample=1, key="2", verdict="wrong"), row(id="h", sample=2, key="7")]
@@ -72,9 +72,9 @@ def test_decontaminate_uses_the_test_split_and_named_sets(tmp_path):
 
 def test_select_strategies(tmp_path):
     rows = [row(sample=0, rationale="a b c d"), row(sample=1, rationale="a b"), row(sample=2, rationale="A b."), row(id="q", sample=0)]
-    assert reasons("select", rows, cfg(tmp_path, select={"enabled": True, "strategy": "shortest"}))[:3] == [
+    assert reasons("select", rows, cfg(tmp_path, select={"strategy": "shortest"}))[:3] == [
         "not among the 1 shortest traces of its problem", None, "not among the 1 shortest traces of its problem"]
-    out = reasons("select", rows, cfg(tmp_path, select={"enabled": True, "strategy": "distinct", "max_per_problem": 5}))
+    out = reasons("select", rows, cfg(tmp_path, select={"strategy": "distinct", "max_per_problem": 5}))
     assert out == [None, None, "not among the 5 distinct traces of its problem", None]
 
 

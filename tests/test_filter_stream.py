@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llmdistill.config import Config
+from llmdistill.config import FILTERS, Config
 from llmdistill.filter import filter_traces, run_filters
 from llmdistill.filter_stream import filter_passes
 from llmdistill.jsonl import iter_rows, read_rows
@@ -42,9 +42,9 @@ def same_as_in_memory(cfg: Config) -> dict:
 
 FILTER_SETTINGS = {
     "default": {},
-    "vote and select": {"vote": {"enabled": True, "min_agreement": 0.5}, "select": {"enabled": True, "max_per_problem": 2, "strategy": "shortest"}},
+    "vote and select": {"order": FILTERS, "vote": {"min_agreement": 0.5}, "select": {"max_per_problem": 2, "strategy": "shortest"}},
     "group filters first": {"order": ["select", "parse", "dedup_exact", "vote", "truncated", "dedup_near", "correct", "length", "degenerate", "decontaminate"],
-                            "vote": {"enabled": True}, "select": {"enabled": True, "max_per_problem": 2, "strategy": "distinct"}},
+                            "select": {"max_per_problem": 2, "strategy": "distinct"}},
 }
 
 
@@ -70,8 +70,7 @@ def test_streaming_keeps_what_the_in_memory_filters_keep_on_svamp(tmp_path, monk
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr("llmdistill.filter_stream.CHUNK", 50)
-    cfg = load_config(ROOT / "configs" / "svamp_palm.yaml", [f"output_dir={tmp_path}", "filter.decontaminate.enabled=true",
-                                                               "filter.vote.enabled=true", "filter.select.enabled=true"])
+    cfg = load_config(ROOT / "configs" / "svamp_palm.yaml", [f"output_dir={tmp_path}", f"filter.order={FILTERS}"])
     generate(cfg)
     stats = same_as_in_memory(cfg)
     assert stats["rows_in"] == 800 and stats["rejected_by"]["decontaminate"] > 0
@@ -88,7 +87,7 @@ def test_group_filter_reasons_match_the_documented_rules(tmp_path):
     from llmdistill.filter_rules import FILTER_FUNCTIONS
 
     cfg = Config.model_validate({"output_dir": str(tmp_path), "data": {"path": str(tmp_path)}, "teacher": {"model_name_or_path": "x"},
-                                 "filter": {"select": {"enabled": True, "max_per_problem": 1, "strategy": "shortest"}}})
+                                 "filter": {"order": FILTERS, "select": {"max_per_problem": 1, "strategy": "shortest"}}})
     mk = lambda i, s, rat: FilteredTrace(id=i, sample=s, question="q", prompt="", completion=rat, rationale=rat, answer_key="1", verdict="correct")  # noqa: E731
     rows = [mk("a", 0, "one two three"), mk("a", 1, "one"), mk("b", 0, "x y")]
     assert FILTER_FUNCTIONS["select"](rows, cfg) == ["not among the 1 shortest traces of its problem", None, None]

@@ -79,6 +79,17 @@ def test_transformers_backend_generates_n_samples(tiny_model):
     assert any(c.finish_reason == "length" for c in flat)  # a random tiny model runs to the limit
     again = backend.generate(requests[::-1], SamplingParams(n=2, temperature=1.0, max_new_tokens=5))[::-1]
     assert [[c.text for c in o] for o in out] == [[c.text for c in o] for o in again]  # per-request seeds
+    backend.batch_size = 3  # the whole batch at once, or one at a time: the same samples
+    assert [[c.text for c in o] for o in backend.generate(requests, SamplingParams(n=2, temperature=1.0, max_new_tokens=5))] == [[c.text for c in o] for o in out]
+    backend.batch_size = 1
+    assert [[c.text for c in o] for o in backend.generate(requests, SamplingParams(n=2, temperature=1.0, max_new_tokens=5))] == [[c.text for c in o] for o in out]
+    assert len({c.text for o in out for c in o}) > 3  # samples differ from each other
+    rows, generate = [], backend.model.generate
+    backend.model.generate = lambda **kw: rows.append(kw["input_ids"].shape[0]) or generate(**kw)
+    backend.batch_size = 2  # teacher.batch_size is read when sampling too: 2 prompts x 2 samples a call
+    backend.generate(requests, SamplingParams(n=2, temperature=1.0, max_new_tokens=5))
+    assert rows == [4, 2]
+    backend.model.generate = generate
     [[greedy]] = backend.generate([Request(id="a", index=0, prompt=[{"role": "user", "content": "Q: a?"}])], SamplingParams(max_new_tokens=4, logprobs=3))
     assert len(greedy.top_logprobs) == greedy.completion_tokens and len(greedy.top_logprobs[0]) == 3
     assert greedy.top_logprobs[0][0][1] >= greedy.top_logprobs[0][1][1]

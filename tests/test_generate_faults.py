@@ -162,3 +162,25 @@ def test_two_endpoints_one_failing_half_its_requests_complete_the_stage_and_coun
     assert set(endpoints) == {flaky.url.rstrip("/"), healthy.url.rstrip("/")}
     assert endpoints[flaky.url.rstrip("/")]["failures"] > 0 and endpoints[healthy.url.rstrip("/")]["failures"] == 0
     assert sum(e["requests"] for e in endpoints.values()) >= N
+
+
+def test_a_request_that_fails_for_good_keeps_the_rest_of_its_batch(tmp_path, chaos):
+    """One request of the second batch fails after every retry: the other seven of that batch
+    were paid for and are on disk, the stage ends with one line (exit 2), and a rerun against a
+    recovered server asks only for what is missing."""
+    server = chaos(latency_s=0.05, fail_questions=("Tom has 10 pens",))
+    config, traces = _config(tmp_path, server.url, max_retries=2)
+    proc = _start(config)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "HTTP 500" in errors[0], err[-3000:]
+    kept = read_rows(traces, Trace)
+    assert sorted(r.id for r in kept) == [f"p{i:03d}" for i in range(16) if i != 10]
+    server.fail_questions = ()
+    requests_before = server.requests
+    done = _start(config)
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err[-3000:]
+    _check_complete(traces)
+    assert server.requests - requests_before == N - 15

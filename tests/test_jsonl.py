@@ -37,6 +37,22 @@ def test_recover_discards_torn_last_line(tmp_path):
     assert p.read_bytes() == data  # the torn tail is gone, so appends start on a clean line
 
 
+def test_a_complete_last_line_that_fails_validation_is_refused_and_never_cut(tmp_path):
+    """A newline-terminated last line that does not validate (a row schema change, an edit) is a
+    refusal naming file:line and the field; the file keeps every byte."""
+    p = tmp_path / "t.jsonl"
+    good = Trace(id="1", question="q", prompt="p", completion="c").model_dump_json()
+    p.write_text(f"{good}\n{good[:-1]}, \"new_field\": 1}}\n")
+    before = p.read_bytes()
+    with pytest.raises(UserError, match=r"t.jsonl:2: invalid Trace row: new_field: Extra inputs are not permitted.*left as it is") as e:
+        recover_rows(p, Trace)
+    assert "delete" not in str(e.value) and p.read_bytes() == before
+    newer = Trace(id="2", question="q", prompt="p", completion="c").model_dump_json().replace('"schema_version":1', '"schema_version":99')
+    p.write_text(f"{good}\n{newer}\n")
+    with pytest.raises(UserError, match=r"t.jsonl:2: .*schema_version: .*newer llmdistill"):
+        recover_rows(p, Trace)
+
+
 def test_recover_rejects_corruption_before_the_end(tmp_path):
     p = tmp_path / "t.jsonl"
     good = Trace(id="1", question="q", prompt="p", completion="c").model_dump_json()

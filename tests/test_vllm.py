@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from llmdistill.backends import Request, SamplingParams
+from tests.ci_policy import require
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("vllm")
+require("vllm")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import importlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Iterator, Literal, Union
 
 Prompt = Union[str, list[dict]]  # completion text, or chat messages [{"role", "content"}]
 
@@ -58,6 +58,14 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
         """One list of ``params.n`` completions per request, in request order."""
+
+    def generate_each(self, requests: list[Request], params: SamplingParams) -> Iterator[dict[int, list[Completion]]]:
+        """``{position in requests: completions}`` of the requests that finished together, as they
+        finish, so the caller can write every completion as soon as it exists. An engine that
+        answers a batch at once yields it whole; one whose requests finish apart (a server)
+        yields each on arrival and, when a request fails for good, first every one that
+        finished, then raises."""
+        yield dict(enumerate(self.generate(requests, params)))
 
     def prompt_text(self, prompt: Prompt) -> str:
         """The prompt as the model sees it, for the trace's provenance."""

@@ -1,7 +1,8 @@
 """Transformers backend: batched ``generate`` with left padding; the CPU fallback.
 
-Greedy requests are batched; sampled requests run one problem at a time (its ``n`` samples
-batched) under the request's own seed, so a sample never depends on what it was batched with.
+Requests are batched (``batch_size`` prompts, each with its ``n`` samples). A sampled row draws
+its tokens from a random generator of its own, seeded by its request and sample number
+(``RowSampler``), so a sample never depends on what it was batched with.
 Running out of memory in a batch ends the stage with one line naming the settings to lower.
 """
 
@@ -78,6 +79,26 @@ def chat_text(tokenizer, prompt: Prompt) -> str:
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
+class RowSampler:
+    """A logits processor that samples each row of the batch with a generator of its own (softmax
+    at ``temperature``, nucleus ``top_p``) and returns scores under which greedy decoding picks
+    that sample. ``generate``'s own sampler draws every row from one global generator, so a row's
+    tokens would depend on its neighbours in the batch."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device):
+        self.generators = [torch.Generator(device=device).manual_seed(s % 2**63) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids, scores):  # scores: [rows, vocab]
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_p.cumsum(-1) - sorted_p > self.top_p  # tokens past the nucleus (the first always stays)
+            probs = probs.scatter(-1, order, sorted_p.masked_fill(outside, 0.0))
+        picked = torch.stack([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
+        return torch.full_like(scores, float("-inf")).scatter(-1, picked, 0.0)
+
+
 class TransformersBackend(Backend):
     name = "transformers"
 
@@ -105,17 +126,15 @@ class TransformersBackend(Backend):
 
     @torch.inference_mode()
     def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
-        if params.temperature > 0:
-            return [self._checked_batch([r], params, seed=r.seed)[0] for r in requests]
         out: list[list[Completion]] = []
         for start in range(0, len(requests), self.batch_size):
-            out.extend(self._checked_batch(requests[start : start + self.batch_size], params, seed=params.seed))
+            out.extend(self._checked_batch(requests[start : start + self.batch_size], params))
         return out
 
-    def _checked_batch(self, requests: list[Request], params: SamplingParams, seed: int) -> list[list[Completion]]:
+    def _checked_batch(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
         """``_generate_batch``, with running out of memory turned into a UserError naming what to lower."""
         try:
-            return self._generate_batch(requests, params, seed)
+            return self._generate_batch(requests, params)
         except (RuntimeError, MemoryError) as e:
             if not is_oom(e):
                 raise
@@ -124,19 +143,22 @@ class TransformersBackend(Backend):
         free_cuda_cache(self.model.device)
         raise UserError(oom_message(len(requests), params.n, params.max_new_tokens, str(self.model.device)))
 
-    def _generate_batch(self, requests: list[Request], params: SamplingParams, seed: int) -> list[list[Completion]]:
-        enc = self._encode([self.prompt_text(r.prompt) for r in requests])
-        torch.manual_seed(seed)
-        sample = params.temperature > 0
+    def _generate_batch(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
+        # each prompt n times (greedy decoding takes no num_return_sequences; the sampler samples)
+        enc = self._encode([self.prompt_text(r.prompt) for r in requests for _ in range(params.n)])
+        sampler = None
+        if params.temperature > 0:  # a row per sample: each prompt's n samples together
+            seeds = [r.seed * 1_000_003 + s for r in requests for s in range(params.n)]
+            sampler = RowSampler(seeds, params.temperature, params.top_p, self.model.device)
         t0 = time.perf_counter()
         gen = self.model.generate(
             **enc,
-            do_sample=sample,
-            temperature=params.temperature if sample else None,
-            top_p=params.top_p if sample else None,
+            do_sample=False,  # greedy over the sampler's one-hot scores when sampling
+            logits_processor=[sampler] if sampler else None,
+            temperature=None,
+            top_p=None,
             top_k=None,
             max_new_tokens=params.max_new_tokens,
-            num_return_sequences=params.n,
             stop_strings=params.stop or None,
             tokenizer=self.tokenizer,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -156,7 +178,7 @@ class TransformersBackend(Backend):
             text = cut_at_stop(raw, params.stop)
             stopped = n_tokens < len(seq) or seq[n_tokens - 1] in self.eos_ids or len(text) < len(raw) or n_tokens < params.max_new_tokens
             results.append(Completion(
-                text=text, finish_reason="stop" if stopped else "length", prompt_tokens=prompt_lens[i // params.n],
+                text=text, finish_reason="stop" if stopped else "length", prompt_tokens=prompt_lens[i],
                 completion_tokens=n_tokens, latency_s=latency, top_logprobs=top[i][:n_tokens] if top else None,
                 token_ids=seq[:n_tokens],
             ))

@@ -20,7 +20,8 @@ import random
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -170,8 +171,32 @@ class OpenAIBackend(Backend):
         return out
 
     def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
+        out: list[list[Completion] | None] = [None] * len(requests)
+        for done in self.generate_each(requests, params):
+            for i, completions in done.items():
+                out[i] = completions
+        return out  # type: ignore[return-value]
+
+    def generate_each(self, requests: list[Request], params: SamplingParams) -> Iterator[dict[int, list[Completion]]]:
+        """Each reply as it arrives. A request that fails for good stops new requests from being
+        sent; those in flight are awaited and yielded (they are paid for), then the error is raised."""
+        failure: BaseException | None = None
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(lambda r: self._one(r, params), requests))
+            futures = {pool.submit(self._one, r, params): i for i, r in enumerate(requests)}
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                try:
+                    result = future.result()
+                except BaseException as e:  # the first failure ends the batch once the rest has landed
+                    if failure is None:
+                        failure = e
+                        for f in futures:
+                            f.cancel()  # not yet sent: never paid for
+                    continue
+                yield {futures[future]: result}
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         for e in self.endpoints:

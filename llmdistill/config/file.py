@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from llmdistill.atomic import write_text
+from llmdistill.config.filter import FilterConfig
 from llmdistill.config.root import Config
 from llmdistill.errors import UserError
 
@@ -94,6 +95,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         return Config.model_validate(raw)
     except ValidationError as e:
         raise UserError(f"{path}: {_format_validation_error(e)}") from None
+
+
+def upgrade_saved(raw: dict) -> dict:
+    """A resolved config saved by an earlier version (a stage folder's ``config.yaml``), in this
+    version's settings with the same meaning. Only saved configs are upgraded: a user's own file
+    with a removed setting is refused with what replaced it."""
+    if isinstance(raw.get("filter"), dict):
+        raw = {**raw, "filter": FilterConfig.upgrade_saved(raw["filter"])}
+    return raw
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import field_validator, model_validator
@@ -49,6 +50,14 @@ class DataConfig(Section):
             raise ValueError("data.answer_type 'label' needs data.labels")
         if self.answer_type == "math" and (self.choices_field or self.labels):
             raise ValueError("data.answer_type 'math' reads no data.choices_field or data.labels; remove them")
+        unread = set()
+        if self.answer_type != "label":
+            unread.add("labels")
+        if self.answer_type != "numeric":
+            unread.add("tolerance")  # numbers compared within it; the other types compare exactly (math: math-verify)
+        if self.name is not None and (Path(self.path).exists() or self.path.startswith((".", "/"))):
+            unread.add("name")  # the config name of a hub dataset; a local folder or file has none
+        self.refuse_unread("data", set(type(self).model_fields) - unread, f"with data.answer_type {self.answer_type!r} and data.path {self.path!r}")
         for name in ("gold_regex", "answer_regex"):
             pattern = getattr(self, name)
             if pattern is not None:
@@ -106,7 +115,7 @@ class ModelConfig(Section):
 
         if self.backend in KNOBS:  # (a backend registered at run time, as in tests, reads what it reads)
             reads = {"model_name_or_path", "backend", "batch_size", *KNOBS[self.backend]}
-            self.refuse_unread("teacher", reads, f"by the {self.backend!r} backend (its settings: {', '.join(KNOBS[self.backend])})")
+            self.refuse_unread("teacher", reads, f"by teacher.backend {self.backend!r} (its settings: {', '.join(KNOBS[self.backend])})")
         return self
 
 
@@ -143,4 +152,7 @@ class GenerateConfig(Section):
             raise ValueError("generate.n > 1 needs generate.temperature > 0 (greedy samples are identical)")
         if self.engine == "local" and self.ray.changed_fields():
             raise ValueError("generate.ray is read with generate.engine: ray only; set engine: ray or remove it")
+        if self.ray.processor == "ray_llm":  # Ray places each engine's GPUs itself: tensor x pipeline parallel size
+            self.ray.refuse_unread("generate.ray", set(type(self.ray).model_fields) - {"num_cpus_per_replica", "num_gpus_per_replica"},
+                                   "with processor 'ray_llm' (each engine gets teacher.tensor_parallel_size x pipeline_parallel_size GPUs)")
         return self

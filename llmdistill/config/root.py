@@ -20,7 +20,7 @@ class Config(Section):
     teacher: ModelConfig
     generate: GenerateConfig = GenerateConfig()
     filter: FilterConfig = FilterConfig()
-    student: StudentConfig = StudentConfig(init="pruned")
+    student: StudentConfig = StudentConfig()
     train: TrainConfig = TrainConfig()
     kd: KDConfig = KDConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
@@ -37,6 +37,14 @@ class Config(Section):
                 raise ValueError("kd.method 'offline_topk' does not combine with train.packing")
             if self.train.thinking == "drop":
                 raise ValueError("kd.method 'offline_topk' trains on the teacher's own tokens, thinking included: train.thinking 'drop' cannot apply")
+        return self
+
+    @model_validator(mode="after")
+    def _save_steps_are_read(self):
+        t = self.train
+        if t.validation_fraction and t.save_steps and self.kd.method != "on_policy":
+            raise ValueError(f"train.save_steps is not read with train.validation_fraction: the SFT phase saves a checkpoint at every "
+                             f"train.eval_steps ({t.eval_steps}), the candidates for the best one (and a rerun resumes from them); remove train.save_steps")
         return self
 
     @model_validator(mode="after")

@@ -10,16 +10,28 @@ from llmdistill.config.base import Section, content, operational
 
 
 class StudentConfig(Section):
-    """The student: a pretrained model, or a depth-pruned copy of the teacher."""
+    """The student: a pretrained model, or a depth-pruned copy of the teacher.
 
-    init: Literal["pretrained", "pruned"] = content("pretrained")
+    ``init`` left out means ``pretrained`` when ``model_name_or_path`` is given and ``pruned``
+    (a copy of the teacher) when it is not, whether the section is absent or partly written."""
+
+    init: Literal["pretrained", "pruned"] = content("pruned")
     model_name_or_path: str | None = content(None)  # for init=pretrained; for init=pruned the source (default: teacher)
-    keep_layers: Literal["every_other", "first_half"] | list[int] = content("every_other")
+    keep_layers: Literal["every_other", "first_half"] | list[int] = content("every_other")  # init=pruned only
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_init(cls, raw):
+        if isinstance(raw, dict) and "init" not in raw:
+            raw = {**raw, "init": "pretrained" if raw.get("model_name_or_path") else "pruned"}
+        return raw
 
     @model_validator(mode="after")
     def _needs_model(self):
         if self.init == "pretrained" and not self.model_name_or_path:
             raise ValueError("student.model_name_or_path is required when student.init is 'pretrained'")
+        if self.init == "pretrained":
+            self.refuse_unread("student", {"init", "model_name_or_path"}, "with student.init 'pretrained' (keep_layers prunes a copy: init 'pruned')")
         return self
 
 
@@ -102,7 +114,7 @@ class TrainConfig(Section):
         if self.packing and self.mode == "step_by_step":
             raise ValueError("train.packing does not combine with mode 'step_by_step': its loss weights whole examples, one per row")
         if self.layout != "two_tasks" and self.mode != "step_by_step":
-            raise ValueError("train.layout is a setting of mode 'step_by_step'")
+            raise ValueError("train.layout is a setting of train.mode 'step_by_step'")
         if self.select_on == "accuracy" and not self.validation_fraction:
             raise ValueError("train.select_on 'accuracy' needs validation problems: set train.validation_fraction (e.g. 0.1)")
         unread = set()

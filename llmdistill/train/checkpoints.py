@@ -12,8 +12,8 @@ import logging
 import time
 from pathlib import Path
 
-from llmdistill.atomic import atomic_dir, replace_dir
-from llmdistill.stage import move_aside, refusal
+from llmdistill.atomic import atomic_dir, fresh_dir, move_aside, replace_dir, temporary_for
+from llmdistill.stage import refusal
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def save_model(trainer, out: Path, merge: bool, identity: dict | None = None, pr
     model = trainer.model
     if isinstance(model, PeftModel) and merge:
         model = model.merge_and_unload()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="model") as tmp:
         model.save_pretrained(str(tmp))
         trainer.processing_class.save_pretrained(str(tmp))
         if identity is not None:
@@ -108,13 +108,10 @@ def save_model(trainer, out: Path, merge: bool, identity: dict | None = None, pr
 def _save_sharded(trainer, out: Path, identity: dict | None, procs) -> None:
     """FSDP / DeepSpeed: the weights gathered by ``Trainer.save_model`` (all processes), the folder
     renamed into place by the main process once whole. (A LoRA adapter is saved as trained, unmerged.)"""
-    import shutil
-
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = temporary_for(out)
     with procs.main_first():
         if procs.main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            fresh_dir(tmp, "model")
     trainer.save_model(str(tmp))  # writes on the main process, gathers on all
     procs.barrier()
     if procs.main:

@@ -199,13 +199,14 @@ def preflight(cfg: Config, examples: list[TrainExample], tokenizer) -> tuple[lis
         "by_task": {task: sum(e.task == task for e in examples) for task in sorted({e.task for e in examples})},
         "validation_examples": sum(e.split == "validation" for e in examples),
         "max_length": limit,
+        "on_overlength": cfg.train.on_overlength,  # what an example over max_length meets: refused, or dropped (below)
         "prompt_tokens": _dist([len(p) for p in prompts]),
         "completion_tokens": _dist([len(c) + 1 for c in completions]),
         "total_tokens": _dist(totals),
         "over_max_length": len(over),
         "warnings": warnings,
     }
-    if over and cfg.train.on_overlength == "refuse":
+    if over and report["on_overlength"] == "refuse":
         worst = max(totals)
         raise UserError(
             f"preflight: {len(over)} of {len(examples)} training examples are longer than train.max_length={limit} tokens "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from llmdistill.atomic import write_text
 from llmdistill.config import Config
 from llmdistill.stage import read_stats
 
@@ -56,4 +57,4 @@ def write_model_card(cfg: Config, model_dir: Path, stats: dict) -> None:
                  if cfg.answer_first() else " and writes only the answer (no rationale)." if cfg.student_task() == "label" else ", rationale then answer."),
               "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
               f"model = AutoModelForCausalLM.from_pretrained(\"{model_dir}\")", f"tokenizer = AutoTokenizer.from_pretrained(\"{model_dir}\")", "```", ""]
-    (model_dir / "README.md").write_text("\n".join(lines))
+    write_text(model_dir / "README.md", "\n".join(lines))

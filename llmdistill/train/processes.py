@@ -59,6 +59,18 @@ class Processes:
             self.barrier()
             yield
 
+    def close(self, finished: bool) -> None:
+        """End the launch's process group before the interpreter exits: every process waits for the
+        others (when this one finished its work), so none leaves while another still talks to
+        it, then the group is destroyed. After an error there is no barrier: the others may never
+        reach it. (The CLI then leaves without exit-time destructors: ``cli._leave_launch``.)"""
+        if self.state is None:
+            return
+        if finished:
+            self.barrier()
+        self.state.destroy_process_group()
+        self.state = None
+
     def gather(self, value) -> list:
         if self.state is None:
             return [value]

@@ -9,7 +9,7 @@ from llmdistill.errors import UserError
 from llmdistill.jsonl import read_rows
 from llmdistill.records import FilteredTrace
 from llmdistill.stage import StageRun, read_stats, require_complete
-from llmdistill.student import materialize_student
+from llmdistill.student import init_path, materialize_student
 from llmdistill.train.checkpoints import is_saved
 from llmdistill.train.processes import Processes, WorkerRun
 
@@ -27,6 +27,16 @@ def train(cfg: Config, overwrite: bool = False) -> dict:
 
         vllm_args(cfg)  # refuse an engine that cannot serve the student before hours of SFT, not after
     procs = Processes()
+    finished = False
+    try:
+        stats = _train(cfg, overwrite, procs)
+        finished = True
+        return stats
+    finally:
+        procs.close(finished)
+
+
+def _train(cfg: Config, overwrite: bool, procs: Processes) -> dict:
     procs.require_same(cfg.stage_hash("train"), "config hashes")
     if procs.world > 1:
         log.info("training process %d of %d", procs.rank, procs.world)
@@ -37,7 +47,7 @@ def train(cfg: Config, overwrite: bool = False) -> dict:
         if not traces and not (cfg.train.mode == "label" and cfg.train.label_source == "gold"):
             raise UserError(f"{cfg.stage_dir('filter') / 'kept.jsonl'} is empty: the filter kept no traces to train on")
         with procs.main_first():  # a pruned student is written once, then read by every process
-            student_path = materialize_student(cfg)
+            student_path = materialize_student(cfg, init_path(cfg))
         identity = {"config_hash": cfg.stage_hash("train"), "upstream_run_id": (read_stats(cfg, "filter") or {}).get("run_id")}
         stats: dict = {"mode": cfg.train.mode, "kd": cfg.kd.method, "student_init": student_path}
         sft_model = run.dir / "sft_model"

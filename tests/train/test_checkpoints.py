@@ -91,12 +91,12 @@ def test_model_card_describes_the_student(make_config, scripted):
 def test_pruned_student_is_rebuilt_when_its_recipe_changes(make_config, scripted):
     from transformers import AutoConfig
 
-    from llmdistill.student import materialize_student
+    from llmdistill.student import init_path, materialize_student
 
     cfg = load_config(make_config(student={"keep_layers": "every_other"}))
-    assert AutoConfig.from_pretrained(materialize_student(cfg)).num_hidden_layers == 2
+    assert AutoConfig.from_pretrained(materialize_student(cfg, init_path(cfg))).num_hidden_layers == 2
     cfg = load_config(make_config(student={"keep_layers": [0, 1, 2]}))
-    assert AutoConfig.from_pretrained(materialize_student(cfg)).num_hidden_layers == 3
+    assert AutoConfig.from_pretrained(materialize_student(cfg, init_path(cfg))).num_hidden_layers == 3
 
 
 @pytest.mark.slow
@@ -124,7 +124,7 @@ def test_sigkill_during_training_then_resume_with_logging_steps_changed(tmp_path
         "output_dir": str(tmp_path / "run"),
         "data": {"path": str(tmp_path / "data"), "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml"), "num_shots": 0},
         "teacher": {"model_name_or_path": "replayed", "backend": "replay", "replay": {"train": [str(tmp_path / "replay.jsonl")]}},
-        "filter": {"dedup_near": {"enabled": False}, "decontaminate": {"enabled": False}},  # toy traces are near copies of each other
+        "filter": {"order": ["truncated", "parse", "correct", "length", "degenerate", "dedup_exact"]},  # toy traces are near copies of each other
         "student": {"init": "pretrained", "model_name_or_path": tiny_model},
         "train": {"max_steps": 150, "save_steps": 5, "per_device_train_batch_size": 1, "logging_steps": 5, "preflight_probe": False, "max_length": 256},
     }))
