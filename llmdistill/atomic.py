@@ -17,9 +17,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Literal
+from typing import IO, Literal
 
 from llmdistill.errors import UserError
 
@@ -70,8 +71,10 @@ def _is_empty_dir(path: Path) -> bool:
 
 
 def not_ours(path: Path, what: str = "") -> UserError:
-    return UserError(f"{path} exists and was not written by llmdistill{what} (it has no {MARK} marker): refusing to replace or remove it; "
-                     "choose a new or empty folder, or move it away yourself")
+    return UserError(
+        f"{path} exists and was not written by llmdistill{what} (it has no {MARK} marker): refusing to replace or remove it; "
+        "choose a new or empty folder, or move it away yourself"
+    )
 
 
 def check_replaceable(path: Path, kind: str | None = None) -> None:
@@ -86,7 +89,9 @@ def check_replaceable(path: Path, kind: str | None = None) -> None:
     if not is_ours(path):
         raise not_ours(path)
     if kind is not None and kind_of(path) not in (None, kind):
-        raise UserError(f"{path} holds another llmdistill output ({kind_of(path)}, not {kind}): refusing to replace it; choose another folder")
+        raise UserError(
+            f"{path} holds another llmdistill output ({kind_of(path)}, not {kind}): refusing to replace it; choose another folder"
+        )
 
 
 def remove_ours(path: Path) -> None:

@@ -14,12 +14,30 @@ from typing import Annotated
 import typer
 
 from llmdistill.errors import UserError
+from llmdistill.outputs import stage_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distil a large teacher LLM into a small student that reasons.")
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML).", metavar="CONFIG", show_default=False)]
-SetOpt = Annotated[list[str], typer.Option("--set", help="Override a config value: section.key=value (repeatable).")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Move outputs made with other settings aside (into a dated folder) instead of refusing.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: section.key=value (repeatable).")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Move outputs made with other settings aside (into a dated folder) instead of refusing.")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from llmdistill import __version__
+
+        typer.echo(f"llmdistill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Distil a large teacher LLM into a small student that reasons."""
 
 
 def _setup_logging() -> None:
@@ -39,8 +57,17 @@ def _load(config: Path, overrides: list[str] | None):
 
 # Operating-system errors on paths a user chose (output_dir, data, models): theirs to fix, so one
 # line and exit code 2 like any UserError. Other OS errors are bugs and keep their traceback.
-PATH_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EEXIST, errno.ENAMETOOLONG,
-               errno.EDQUOT}
+PATH_ERRNOS = {
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOSPC,
+    errno.EROFS,
+    errno.EEXIST,
+    errno.ENAMETOOLONG,
+    errno.EDQUOT,
+}
 
 
 @contextmanager
@@ -51,15 +78,15 @@ def _user_errors():
         yield
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except OSError as e:
         if e.errno not in PATH_ERRNOS:
             raise
         typer.echo(f"error: {_os_error_text(e)} (check output_dir and the paths in the config)", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         typer.echo("interrupted: rerun the same command to resume", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
 
 
 def _os_error_text(e: OSError) -> str:
@@ -76,7 +103,9 @@ def _one_process(command: str) -> None:
     """Only ``train`` is built for several processes; another stage would race on its own files."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and command != "train":
-        raise UserError(f"`llmdistill {command}` runs in one process; only `train` runs under accelerate launch / torchrun (WORLD_SIZE={world})")
+        raise UserError(
+            f"`llmdistill {command}` runs in one process; only `train` runs under accelerate launch / torchrun (WORLD_SIZE={world})"
+        )
 
 
 def _stage(stage: str, config: Path, overrides: list[str] | None, overwrite: bool) -> None:
@@ -87,7 +116,7 @@ def _stage(stage: str, config: Path, overrides: list[str] | None, overwrite: boo
 
         stats = stage_function(stage)(cfg, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) == 0:  # under several training processes the main one reports
-        typer.echo(f"{stage}: done in {stats['seconds']}s -> {cfg.stage_dir(stage)}")
+        typer.echo(f"{stage}: done in {stats['seconds']}s -> {stage_dir(cfg, stage)}")
         _print_headline(stage, stats, cfg)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _leave_launch()
@@ -110,7 +139,9 @@ def _print_headline(stage: str, stats: dict, cfg) -> None:
     if stage == "generate":
         typer.echo(f"  {stats['traces']} traces for {stats['problems']} problems, {stats['completion_tokens']} output tokens")
     elif stage == "filter":
-        typer.echo(f"  kept {stats['kept']} of {stats['rows_in']} (rejected by: {json.dumps(stats['rejected_by'])}); teacher accuracy {stats['teacher_accuracy']}")
+        typer.echo(
+            f"  kept {stats['kept']} of {stats['rows_in']} (rejected by: {json.dumps(stats['rejected_by'])}); teacher accuracy {stats['teacher_accuracy']}"
+        )
     elif stage == "train":
         typer.echo(f"  {stats['steps']} steps on {stats['examples']} examples, train loss {stats['train_loss']}")
     elif stage == "evaluate":
@@ -120,7 +151,7 @@ def _print_headline(stage: str, stats: dict, cfg) -> None:
             typer.echo(f"  {name:<13} accuracy {'-' if acc is None else f'{100 * acc:.1f}%'}{interval}")
         if stats.get("gap_closed") is not None:
             typer.echo(f"  gap closed    {100 * stats['gap_closed']:.1f}%")
-        typer.echo(f"  report: {cfg.stage_dir('evaluate') / 'report.md'}")
+        typer.echo(f"  report: {stage_dir(cfg, 'evaluate') / 'report.md'}")
 
 
 @app.command()
@@ -151,10 +182,12 @@ def evaluate(config: ConfigArg, set: SetOpt = None, overwrite: OverwriteOpt = Fa
 def export_(
     config: ConfigArg,
     set: SetOpt = None,
-    to: Annotated[str, typer.Option(help="Folder to write (default: <output_dir>/export).")] = None,
-    format: Annotated[str, typer.Option(help="hf (load_from_disk), parquet or jsonl.")] = None,
-    push_to_hub: Annotated[str, typer.Option("--push-to-hub", help="Dataset repo id to upload to, after writing locally (token: HF_TOKEN).")] = None,
-    private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a repo created by --push-to-hub.")] = None,
+    to: Annotated[str | None, typer.Option(help="Folder to write (default: <output_dir>/export).")] = None,
+    format: Annotated[str | None, typer.Option(help="hf (load_from_disk), parquet or jsonl.")] = None,
+    push_to_hub: Annotated[
+        str | None, typer.Option("--push-to-hub", help="Dataset repo id to upload to, after writing locally (token: HF_TOKEN).")
+    ] = None,
+    private: Annotated[bool | None, typer.Option("--private/--public", help="Visibility of a repo created by --push-to-hub.")] = None,
 ) -> None:
     """The kept traces as an HF dataset (with the rejected ones, TRL-ready views and a dataset card)."""
     flags = {"to": to, "format": format, "push_to_hub": push_to_hub, "private": private}
@@ -162,13 +195,16 @@ def export_(
     with _user_errors():
         _one_process("export")
         cfg = _load(config, overrides)
-        from llmdistill.export import export
+        from llmdistill.stages.export import export
 
         flag_args = [f"--{k.replace('_', '-')} {v}" for k, v in flags.items() if v is not None and k != "private"]
         flag_args += [] if private is None else ["--private" if private else "--public"]
         command = " ".join(["llmdistill export", str(config), *(f"--set {o}" for o in set or []), *flag_args])
         done = export(cfg, command=command)
-    typer.echo(f"export: {json.dumps(done['sizes'])} ({done['format']}) -> {done['folder']}" + (f"; pushed to {done['pushed_to']}" if done["pushed_to"] else ""))
+    typer.echo(
+        f"export: {json.dumps(done['sizes'])} ({done['format']}) -> {done['folder']}"
+        + (f"; pushed to {done['pushed_to']}" if done["pushed_to"] else "")
+    )
 
 
 @app.command()
@@ -182,13 +218,13 @@ def run(
     with _user_errors():
         _one_process("run")
         cfg = _load(config, set)
+        from llmdistill.outputs import read_stats
         from llmdistill.pipeline import run as run_pipeline
-        from llmdistill.stage import read_stats
 
         done = run_pipeline(cfg, force=force, overwrite=overwrite)
     for stage, what in done.items():
-        typer.echo(f"{stage}: {what} -> {cfg.stage_dir(stage)}")
-        _print_headline(stage, read_stats(cfg, stage), cfg)
+        typer.echo(f"{stage}: {what} -> {stage_dir(cfg, stage)}")
+        _print_headline(stage, read_stats(cfg, stage) or {}, cfg)
 
 
 if __name__ == "__main__":

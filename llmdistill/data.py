@@ -16,15 +16,15 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
+from llmdistill.answers.checking import duplicate_choices, make_problem, question_text
+from llmdistill.answers.reading import to_number
 from llmdistill.config import DataConfig
-from llmdistill.answers import to_number
 from llmdistill.errors import UnreadableGold, UserError
 from llmdistill.records import Problem
-from llmdistill.tasks import duplicate_choices, make_problem, question_text
 
 log = logging.getLogger(__name__)
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -151,7 +151,8 @@ def iter_split(cfg: DataConfig, split: str, notes: dict | None = None) -> Iterat
         if problem.answer is not None and cfg.answer_type == "numeric" and to_number(problem.answer) is None:
             unreadable.append(f"row {i} ({pid}): gold answer {problem.answer[:60]!r} is not a number or arithmetic expression")
             continue
-        duplicated += bool(problem.choices) and duplicate_choices(problem.choices)
+        if problem.choices and duplicate_choices(problem.choices):
+            duplicated += 1
         problem.row = i
         n_problems += 1
         yield problem
@@ -167,12 +168,22 @@ def iter_split(cfg: DataConfig, split: str, notes: dict | None = None) -> Iterat
 def _warn_once(cfg: DataConfig, split: str, unreadable: list[str], duplicated: int) -> None:
     if unreadable and (cfg.path, split, "gold") not in _WARNED:
         _WARNED.add((cfg.path, split, "gold"))
-        log.warning("%s (%s): %d rows have a gold answer that cannot be read and are left out (counted in stats.json as "
-                    "unreadable_gold), e.g. %s", cfg.path, split, len(unreadable), "; ".join(unreadable[:3]))
+        log.warning(
+            "%s (%s): %d rows have a gold answer that cannot be read and are left out (counted in stats.json as unreadable_gold), e.g. %s",
+            cfg.path,
+            split,
+            len(unreadable),
+            "; ".join(unreadable[:3]),
+        )
     if duplicated and (cfg.path, split, "choices") not in _WARNED:
         _WARNED.add((cfg.path, split, "choices"))
-        log.warning("%s (%s): %d rows list the same choice text twice; an answer naming that text, or any of its letters, "
-                    "counts as that choice (stats.json: duplicate_choices)", cfg.path, split, duplicated)
+        log.warning(
+            "%s (%s): %d rows list the same choice text twice; an answer naming that text, or any of its letters, "
+            "counts as that choice (stats.json: duplicate_choices)",
+            cfg.path,
+            split,
+            duplicated,
+        )
 
 
 def load_problems(cfg: DataConfig, split: str) -> list[Problem]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 import jsonlines
 from pydantic import BaseModel, ValidationError
@@ -73,7 +74,7 @@ class RowAppender:
     def __init__(self, path: str | Path, fsync: bool = True):
         self.path, self.fsync = Path(path), fsync
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- held open across writes; closed by close()
         self._writer = _writer(self._fh)
 
     def write(self, rows: Iterable[BaseModel]) -> None:
@@ -86,7 +87,7 @@ class RowAppender:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> "RowAppender":
+    def __enter__(self) -> RowAppender:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -113,8 +114,14 @@ def recover_rows(path: str | Path, model: type[R]) -> list[R]:
         try:
             rows.append(model.model_validate_json(line))
         except ValidationError as e:
-            raise row_error(path, lineno, model, e, "; the line is complete, so it was left as it is and nothing was changed "
-                            "(a partial output is resumed only when every complete line reads)") from None
+            raise row_error(
+                path,
+                lineno,
+                model,
+                e,
+                "; the line is complete, so it was left as it is and nothing was changed "
+                "(a partial output is resumed only when every complete line reads)",
+            ) from None
     if keep != len(data):
         log.warning("%s: cut a torn last line (%d bytes) left by a run that was stopped mid-write", path, len(data) - keep)
         with open(path, "r+b") as fh:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from llmdistill.config import STAGES, Config
-from llmdistill.stage import is_complete
+from llmdistill.config import Config
+from llmdistill.outputs import STAGES, is_complete, stage_dir
 
 log = logging.getLogger(__name__)
 
 
 def stage_function(stage: str):
-    from llmdistill.evaluate import evaluate
-    from llmdistill.filter import filter_traces
-    from llmdistill.generate import generate
-    from llmdistill.train import train
+    from llmdistill.stages.evaluate.run import evaluate
+    from llmdistill.stages.filter.run import filter_traces
+    from llmdistill.stages.generate.run import generate
+    from llmdistill.stages.train import train
 
     return {"generate": generate, "filter": filter_traces, "train": train, "evaluate": evaluate}[stage]
 
@@ -25,7 +25,7 @@ def run(cfg: Config, force: bool = False, overwrite: bool = False) -> dict[str, 
     done = {}
     for stage in STAGES:
         if not force and is_complete(cfg, stage):
-            log.info("%s: output complete for this config, skipping (%s)", stage, cfg.stage_dir(stage))
+            log.info("%s: output complete for this config, skipping (%s)", stage, stage_dir(cfg, stage))
             done[stage] = "skipped"
             continue
         stage_function(stage)(cfg, overwrite=overwrite)

@@ -73,7 +73,7 @@ class PromptTemplate(BaseModel):
         msgs = [{"role": "system", "content": self.system}] if self.system is not None else []
         turns = [(e.question, self.output_text(task, e.rationale, e.answer)) for e in self._shots(num_shots)]
         instruction = self._instruction(task)
-        for i, (q, a) in enumerate(turns + [(question, None)]):
+        for i, (q, a) in enumerate([*turns, (question, None)]):
             content = self.question_format.format(question=q.strip())
             if i == 0 and instruction:
                 content = f"{instruction}\n\n{content}"
@@ -131,8 +131,9 @@ def wants_chat(prompt_format: str, supports_chat: bool) -> bool:
     return prompt_format == "chat" or (prompt_format == "auto" and supports_chat)
 
 
-def build_prompt(template: PromptTemplate, question: str, num_shots: int | None, chat: bool, hint: str | None = None,
-                 task: str = "cot") -> str | list[dict]:
+def build_prompt(
+    template: PromptTemplate, question: str, num_shots: int | None, chat: bool, hint: str | None = None, task: str = "cot"
+) -> str | list[dict]:
     """Chat messages or plain text for one question as ``task`` (cot, label or rationale);
     ``hint`` (a gold answer) is for rationalization."""
     if hint is not None:

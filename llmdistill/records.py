@@ -6,7 +6,7 @@ person with ``head`` and by the next stage with the same model.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,7 +25,9 @@ class Row(BaseModel):
     @classmethod
     def _known_version(cls, v: int) -> int:
         if v > SCHEMA_VERSION:
-            raise ValueError(f"written by a newer llmdistill (row schema {v}; this version reads up to {SCHEMA_VERSION}): upgrade llmdistill to read it")
+            raise ValueError(
+                f"written by a newer llmdistill (row schema {v}; this version reads up to {SCHEMA_VERSION}): upgrade llmdistill to read it"
+            )
         return v
 
 
@@ -92,7 +94,10 @@ class FilteredTrace(Trace):
         return f"{self.thinking.strip()}\n\n{after}".strip()
 
 
-def extend_row(cls: type[Row], base: Row, **fields) -> Row:
+R = TypeVar("R", bound=Row)
+
+
+def extend_row(cls: type[R], base: Row, **fields) -> R:
     """``cls`` (a subclass of ``base``'s schema) from a validated row plus computed fields.
 
     The same object ``cls.model_construct(**base.__dict__, **fields)`` builds, at a tenth of its

@@ -11,16 +11,18 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Literal
 
 from llmdistill.atomic import atomic_dir
 from llmdistill.config import Config
 from llmdistill.errors import UserError
+from llmdistill.outputs import stage_dir
 
 log = logging.getLogger(__name__)
 INIT_MARKER = "llmdistill-init.json"  # in a pruned student's folder: the recipe it was made with
 
 
-def layers_to_keep(num_layers: int, keep: str | list[int]) -> list[int]:
+def layers_to_keep(num_layers: int, keep: Literal["every_other", "first_half"] | list[int]) -> list[int]:
     if keep == "every_other":
         return list(range(0, num_layers, 2))
     if keep == "first_half":
@@ -58,7 +60,7 @@ def prune_depth(model, keep: list[int]):
 
 def init_path(cfg: Config) -> Path:
     """Where the train stage keeps the pruned student it starts from."""
-    return cfg.stage_dir("train") / "init"
+    return stage_dir(cfg, "train") / "init"
 
 
 def _recipe(cfg: Config) -> str:
@@ -77,10 +79,11 @@ def materialize_student(cfg: Config, out: Path) -> str:
     (each stage builds it in its own folder: train under ``train/init``, evaluate in its own)."""
     s = cfg.student
     if s.init == "pretrained":
+        assert s.model_name_or_path is not None  # required with init 'pretrained' (StudentConfig)
         return s.model_name_or_path
     if has_student(out, cfg):
         return str(out)
-    from llmdistill.backends.hf import load_model, load_tokenizer
+    from llmdistill.backends.transformers import load_model, load_tokenizer
 
     source = s.model_name_or_path or cfg.teacher.model_name_or_path
     teacher = load_model(source, dtype="float32", device="cpu")

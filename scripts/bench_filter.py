@@ -24,6 +24,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from llmdistill.outputs.identity import content_hash
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -47,7 +49,9 @@ def corpus(n: int, seed: int = 0) -> tuple[list[dict], set[int], set[int]]:
             src = dict(rows[r.choice(originals)])
             words = src["completion"].split(" The answer is")[0].split()
             words[r.randrange(len(words) - 6)] = r.choice(VOCAB)
-            src.update(sample=src["sample"] + 100 + i, completion=" ".join(words) + src["completion"][src["completion"].index(" The answer is"):])
+            src.update(
+                sample=src["sample"] + 100 + i, completion=" ".join(words) + src["completion"][src["completion"].index(" The answer is") :]
+            )
             rows.append(src)
             near.add(i)
             continue
@@ -56,16 +60,30 @@ def corpus(n: int, seed: int = 0) -> tuple[list[dict], set[int], set[int]]:
         ok = r.random() < 0.7
         answer = a + b if ok else a + b + r.randint(1, 9)
         completion = f"{story} so {a} + {b} = {answer}. The answer is {answer:,}.\n\nQ: an invented next question"
-        rows.append({"id": f"p{i}", "sample": 0, "question": f"Q{i}: what is {a} plus {b}? {story[:40]}", "answer": str(a + b),
-                     "prompt": "", "completion": completion, "finish_reason": "length" if r.random() < 0.02 else "stop"})
+        rows.append(
+            {
+                "id": f"p{i}",
+                "sample": 0,
+                "question": f"Q{i}: what is {a} plus {b}? {story[:40]}",
+                "answer": str(a + b),
+                "prompt": "",
+                "completion": completion,
+                "finish_reason": "length" if r.random() < 0.02 else "stop",
+            }
+        )
     return rows, exact, near
 
 
 def bench_config(tmp: Path):
     from llmdistill.config import Config
 
-    return Config.model_validate({"output_dir": str(tmp / "run"), "data": {"path": str(tmp / "data"), "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml")},
-                                  "teacher": {"model_name_or_path": "synthetic"}})
+    return Config.model_validate(
+        {
+            "output_dir": str(tmp / "run"),
+            "data": {"path": str(tmp / "data"), "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml")},
+            "teacher": {"model_name_or_path": "synthetic"},
+        }
+    )
 
 
 def make_run(tmp: Path, rows: list[dict]):
@@ -81,9 +99,11 @@ def make_run(tmp: Path, rows: list[dict]):
     with open(tmp / "data" / "train.jsonl", "w") as fh:  # the problems: the filter keeps the traces of the selected ones
         problems = {row["id"]: {"id": row["id"], "question": row["question"], "answer": row["answer"]} for row in rows}
         fh.writelines(json.dumps(p) + "\n" for p in problems.values())
-    (tmp / "data" / "test.jsonl").write_text(json.dumps({"id": "t", "question": "how many apples are left in the basket now", "answer": "1"}) + "\n")
+    (tmp / "data" / "test.jsonl").write_text(
+        json.dumps({"id": "t", "question": "how many apples are left in the basket now", "answer": "1"}) + "\n"
+    )
     save_config(cfg, gen / "config.yaml")  # the generate stage's record, as the stage itself leaves it
-    stats = {"stage": "generate", "config_hash": cfg.stage_hash("generate"), "run_id": "bench"}
+    stats = {"stage": "generate", "config_hash": content_hash(cfg, "generate"), "run_id": "bench"}
     (gen / "stats.json").write_text(json.dumps(stats))
     return cfg
 
@@ -91,17 +111,25 @@ def make_run(tmp: Path, rows: list[dict]):
 def bench_stage(n: int, tmp: str, workers: int | None) -> dict:
     """The whole stage on the n traces written in ``tmp`` (by another process, so this one's peak
     memory is the stage's own; its only children are the stage's workers)."""
-    from llmdistill.filter import filter_traces
+    from llmdistill.stages.filter.run import filter_traces
 
     cfg = bench_config(Path(tmp))
     cfg.filter.workers = workers
     t0 = time.perf_counter()
     stats = filter_traces(cfg, overwrite=True)
     seconds = time.perf_counter() - t0
-    return {"rows": n, "workers": stats["workers"], "stage_s": round(seconds, 2), "stage_rows_per_s": round(n / seconds), "kept": stats["kept"],
-            "rejected_by": stats["rejected_by"], "funnel_s": {k: v["seconds"] for k, v in stats["funnel"].items()},
-            "worker_cpu_s": stats["worker_cpu_seconds"], "peak_rss_mib": peak_rss_mib(),
-            "worker_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+    return {
+        "rows": n,
+        "workers": stats["workers"],
+        "stage_s": round(seconds, 2),
+        "stage_rows_per_s": round(n / seconds),
+        "kept": stats["kept"],
+        "rejected_by": stats["rejected_by"],
+        "funnel_s": {k: v["seconds"] for k, v in stats["funnel"].items()},
+        "worker_cpu_s": stats["worker_cpu_seconds"],
+        "peak_rss_mib": peak_rss_mib(),
+        "worker_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+    }
 
 
 def peak_rss_mib() -> int:
@@ -113,11 +141,11 @@ def peak_rss_mib() -> int:
 
 
 def bench_steps(n: int, threshold: float, shingle: int, num_perm: int, repeats: int = 5) -> dict:
+    from llmdistill.answers.checking import check_trace
     from llmdistill.config import Config
-    from llmdistill.dedup import near_duplicates, shingles
-    from llmdistill.filter import gc_paused
-    from llmdistill.tasks import check_trace
-    from llmdistill.filter_rules import FILTER_FUNCTIONS, correct, parse
+    from llmdistill.stages.filter.dedup import near_duplicates, shingles
+    from llmdistill.stages.filter.rules import FILTER_FUNCTIONS, correct, parse
+    from llmdistill.stages.filter.run import gc_paused
 
     dedup_exact = FILTER_FUNCTIONS["dedup_exact"]
     from llmdistill.records import Trace
@@ -171,12 +199,24 @@ def bench_steps(n: int, threshold: float, shingle: int, num_perm: int, repeats: 
 
     (p_ours, r_ours), (p_base, r_base) = pr(ours), pr(base)
     return {
-        "rows": n, "true_near_pairs": len(truth), "parse_correct_exact_s": round(fast_s, 2), "parse_correct_exact_rows_per_s": round(n / fast_s),
-        "parse_correct_exact_median_rows_per_s": round(n / median_s), "repeats": repeats,
-        "exact_dupes_found": sum(x is not None for x in reasons), "planted_exact": len(exact), "planted_near": len(near),
-        "near_ours_s": round(ours_s, 2), "near_ours_rows_per_s": round(n / ours_s), "near_ours_precision": p_ours, "near_ours_recall": r_ours,
-        "near_datasketch_s": round(base_s, 2), "near_datasketch_rows_per_s": round(n / base_s), "near_datasketch_precision": p_base,
-        "near_datasketch_recall": r_base, "speedup_vs_datasketch": round(base_s / ours_s, 2),
+        "rows": n,
+        "true_near_pairs": len(truth),
+        "parse_correct_exact_s": round(fast_s, 2),
+        "parse_correct_exact_rows_per_s": round(n / fast_s),
+        "parse_correct_exact_median_rows_per_s": round(n / median_s),
+        "repeats": repeats,
+        "exact_dupes_found": sum(x is not None for x in reasons),
+        "planted_exact": len(exact),
+        "planted_near": len(near),
+        "near_ours_s": round(ours_s, 2),
+        "near_ours_rows_per_s": round(n / ours_s),
+        "near_ours_precision": p_ours,
+        "near_ours_recall": r_ours,
+        "near_datasketch_s": round(base_s, 2),
+        "near_datasketch_rows_per_s": round(n / base_s),
+        "near_datasketch_precision": p_base,
+        "near_datasketch_recall": r_base,
+        "speedup_vs_datasketch": round(base_s / ours_s, 2),
     }
 
 
@@ -195,14 +235,25 @@ def main(args) -> None:
                 results["stage"].append(json.loads(proc.stdout.splitlines()[-1]))
                 print(json.dumps(results["stage"][-1]), file=sys.stderr)
     s = results["steps"]
-    print(f"\n{results['date']} · {results['cpus']} CPUs · steps: {s['rows']} synthetic traces ({s['planted_exact']} exact + {s['planted_near']} near duplicates planted)\n")
+    print(
+        f"\n{results['date']} · {results['cpus']} CPUs · steps: {s['rows']} synthetic traces ({s['planted_exact']} exact + {s['planted_near']} near duplicates planted)\n"
+    )
     print("| step | seconds | rows/s | precision | recall |\n|---|---|---|---|---|")
-    print(f"| parse + correct + exact dedup (best of {s['repeats']}; median {s['parse_correct_exact_median_rows_per_s']:,} rows/s) | {s['parse_correct_exact_s']} | {s['parse_correct_exact_rows_per_s']:,} | - | - |")
-    print(f"| near dedup, rensa MinHash-LSH (ours) | {s['near_ours_s']} | {s['near_ours_rows_per_s']:,} | {s['near_ours_precision']} | {s['near_ours_recall']} |")
-    print(f"| near dedup, datasketch MinHashLSH | {s['near_datasketch_s']} | {s['near_datasketch_rows_per_s']:,} | {s['near_datasketch_precision']} | {s['near_datasketch_recall']} |")
+    print(
+        f"| parse + correct + exact dedup (best of {s['repeats']}; median {s['parse_correct_exact_median_rows_per_s']:,} rows/s) "
+        f"| {s['parse_correct_exact_s']} | {s['parse_correct_exact_rows_per_s']:,} | - | - |"
+    )
+    print(
+        f"| near dedup, rensa MinHash-LSH (ours) | {s['near_ours_s']} | {s['near_ours_rows_per_s']:,} | {s['near_ours_precision']} | {s['near_ours_recall']} |"
+    )
+    print(
+        f"| near dedup, datasketch MinHashLSH | {s['near_datasketch_s']} | {s['near_datasketch_rows_per_s']:,} | {s['near_datasketch_precision']} | {s['near_datasketch_recall']} |"
+    )
     print("\n| rows | workers | whole stage s | rows/s | peak RSS MiB, main + each worker |\n|---|---|---|---|---|")
     for st in results["stage"]:
-        print(f"| {st['rows']:,} | {st['workers']} | {st['stage_s']} | {st['stage_rows_per_s']:,} | {st['peak_rss_mib']} + {st['worker_peak_rss_mib']} |")
+        print(
+            f"| {st['rows']:,} | {st['workers']} | {st['stage_s']} | {st['stage_rows_per_s']:,} | {st['peak_rss_mib']} + {st['worker_peak_rss_mib']} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
@@ -212,7 +263,9 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=5, help="runs of the parse + correct + exact dedup step")
     parser.add_argument("--json")
-    parser.add_argument("--workers", nargs="+", default=["0", "auto"], help="filter.workers settings to run at each size (auto: the stage's default)")
+    parser.add_argument(
+        "--workers", nargs="+", default=["0", "auto"], help="filter.workers settings to run at each size (auto: the stage's default)"
+    )
     parser.add_argument("--stage-only", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--steps-rows", type=int, default=200_000, help="traces for the per-step timings (held in memory)")
     parser.add_argument("--write-corpus", nargs=2, help=argparse.SUPPRESS)

@@ -63,9 +63,14 @@ def run_arm(arm: str, args) -> dict:
     prefill = time.perf_counter() - t0
     tokens = sum(o[0].completion_tokens for o in out)
     return {
-        "arm": arm, "startup_s": round(startup, 1), "generate_s": round(total, 2), "output_tokens": tokens,
-        "prompt_tokens": sum(o[0].prompt_tokens for o in out), "output_tokens_per_s": round(tokens / total, 1),
-        "prefill_s": round(prefill, 2), "decode_s": round(total - prefill, 2),
+        "arm": arm,
+        "startup_s": round(startup, 1),
+        "generate_s": round(total, 2),
+        "output_tokens": tokens,
+        "prompt_tokens": sum(o[0].prompt_tokens for o in out),
+        "output_tokens_per_s": round(tokens / total, 1),
+        "prefill_s": round(prefill, 2),
+        "decode_s": round(total - prefill, 2),
     }
 
 
@@ -88,7 +93,7 @@ def run_ray_arm(arm: str, args) -> dict:
 
     sys.path.insert(0, str(ROOT))
     from llmdistill.config.file import load_config
-    from llmdistill.generate import generate
+    from llmdistill.stages.generate.run import generate
 
     teacher, engine = RAY_ARMS[arm]
     out = tempfile.mkdtemp(prefix="bench_ray_")
@@ -98,10 +103,16 @@ def run_ray_arm(arm: str, args) -> dict:
         for k in ("train", "evaluate"):
             cfg.pop(k, None)
     else:
-        cfg = {"data": {"path": str(ROOT / "data" / "quickstart"), "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml"), "num_shots": 2,
-                        "max_train": args.prompts},
-               "teacher": {"model_name_or_path": args.model, "backend": "transformers", "batch_size": args.batch_size, "dtype": "float32"},
-               "generate": {"max_new_tokens": args.max_new_tokens}}
+        cfg = {
+            "data": {
+                "path": str(ROOT / "data" / "quickstart"),
+                "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml"),
+                "num_shots": 2,
+                "max_train": args.prompts,
+            },
+            "teacher": {"model_name_or_path": args.model, "backend": "transformers", "batch_size": args.batch_size, "dtype": "float32"},
+            "generate": {"max_new_tokens": args.max_new_tokens},
+        }
     cfg["output_dir"] = out
     cfg["generate"] = {**cfg.get("generate", {}), **engine}
     (Path(out) / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -109,17 +120,39 @@ def run_ray_arm(arm: str, args) -> dict:
     t0 = time.perf_counter()
     stats = generate(load_config(Path(out) / "config.yaml"))
     seconds = time.perf_counter() - t0
-    return {"arm": arm, "problems": stats["problems"], "traces": stats["traces"], "output_tokens": stats["completion_tokens"],
-            "stage_s": round(seconds, 2), "output_tokens_per_s": round(stats["completion_tokens"] / seconds, 1)}
+    return {
+        "arm": arm,
+        "problems": stats["problems"],
+        "traces": stats["traces"],
+        "output_tokens": stats["completion_tokens"],
+        "stage_s": round(seconds, 2),
+        "output_tokens_per_s": round(stats["completion_tokens"] / seconds, 1),
+    }
 
 
 def run_arms(flag: str, arms: list[str], args) -> dict[str, dict]:
     """Each arm in a process of its own, one after the other; an arm that fails is reported and skipped."""
     results = {}
     for arm in arms:
-        proc = subprocess.run([sys.executable, __file__, flag, arm, "--model", args.model, "--prompts", str(args.prompts),
-                               "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.batch_size)],
-                              capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                flag,
+                arm,
+                "--model",
+                args.model,
+                "--prompts",
+                str(args.prompts),
+                "--max-new-tokens",
+                str(args.max_new_tokens),
+                "--batch-size",
+                str(args.batch_size),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        )
         line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
         if proc.returncode or not line:
             print(f"{arm} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
@@ -138,8 +171,14 @@ def ray_main(args) -> None:
         print(f"| {r['arm']} | {r['problems']} | {r['traces']} | {r['output_tokens']} | {r['stage_s']} | {r['output_tokens_per_s']} |")
     t = {k: v["stage_s"] for k, v in results.items()}
     if {"transformers ray x1", "transformers ray x2"} <= t.keys():
-        print(f"\n2 replicas against 1: {t['transformers ray x1'] / t['transformers ray x2']:.2f}x the speed"
-              + (f"; 1 replica against the local engine: {t['transformers local'] / t['transformers ray x1']:.2f}x" if "transformers local" in t else ""))
+        print(
+            f"\n2 replicas against 1: {t['transformers ray x1'] / t['transformers ray x2']:.2f}x the speed"
+            + (
+                f"; 1 replica against the local engine: {t['transformers local'] / t['transformers ray x1']:.2f}x"
+                if "transformers local" in t
+                else ""
+            )
+        )
     keys = ["replay local 8", "replay ray x2 8", "replay local 800", "replay ray x2 800"]
     if set(keys) <= t.keys():
         per = ((t[keys[3]] - t[keys[2]]) - (t[keys[1]] - t[keys[0]])) / 792
@@ -151,12 +190,16 @@ def ray_main(args) -> None:
 def main(args) -> None:
     results = list(run_arms("--arm", args.arms, args).values())
     base = next((r for r in results if r["arm"] == "transformers"), None)
-    print(f"\n{date.today()} · {platform.node() or 'host'} · {os.cpu_count()} CPUs · {args.prompts} prompts · max_new_tokens {args.max_new_tokens}\n")
+    print(
+        f"\n{date.today()} · {platform.node() or 'host'} · {os.cpu_count()} CPUs · {args.prompts} prompts · max_new_tokens {args.max_new_tokens}\n"
+    )
     print("| backend | start-up s | generate s | prefill s | decode s | output tokens | output tok/s | vs transformers |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         ratio = f"{r['output_tokens_per_s'] / base['output_tokens_per_s']:.2f}x" if base else "-"
-        print(f"| {r['arm']} | {r['startup_s']} | {r['generate_s']} | {r['prefill_s']} | {r['decode_s']} | {r['output_tokens']} | {r['output_tokens_per_s']} | {ratio} |")
+        print(
+            f"| {r['arm']} | {r['startup_s']} | {r['generate_s']} | {r['prefill_s']} | {r['decode_s']} | {r['output_tokens']} | {r['output_tokens_per_s']} | {ratio} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

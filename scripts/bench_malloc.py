@@ -27,7 +27,9 @@ def main(label: str) -> None:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(str(Path(__file__).resolve().parents[1] / "models" / "SmolLM2-135M-Instruct"), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(Path(__file__).resolve().parents[1] / "models" / "SmolLM2-135M-Instruct"), dtype=torch.float32
+    )
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     steps = []  # (seconds, system CPU s, user CPU s, minor page faults)

@@ -25,7 +25,7 @@ def main(args) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from llmdistill.backends.hf import load_tokenizer
+    from llmdistill.backends.transformers import load_tokenizer
     from llmdistill.config.file import load_config
     from llmdistill.data import load_split
     from llmdistill.prompts import PromptRenderer, load_prompt
@@ -44,7 +44,9 @@ def main(args) -> None:
     with torch.no_grad():
         for i in range(0, len(prompts), 20):
             batch = tok(prompts[i : i + 20], return_tensors="pt", padding=True)
-            gen = student.generate(**batch, max_new_tokens=24, do_sample=False, pad_token_id=tok.eos_token_id)[:, batch.input_ids.shape[1] :]
+            gen = student.generate(**batch, max_new_tokens=24, do_sample=False, pad_token_id=tok.eos_token_id)[
+                :, batch.input_ids.shape[1] :
+            ]
             for row in gen:  # up to and including the first end-of-sequence token, as the student wrote it
                 ends = (row == tok.eos_token_id).nonzero().flatten()
                 answers.append(row[: int(ends[0]) + 1] if len(ends) else row)
@@ -64,10 +66,18 @@ def main(args) -> None:
                 j = int(other[0])
                 first.append((float(lt[j].max().exp()), float(lt[j, out[j]].exp()), float(jsd[j] / jsd.sum())))
     k = len(first)
-    result = {"problems": len(problems), "answer_tokens": tokens, "mean_token_jsd": jsd_sum / tokens, "tokens_teacher_top_differs": differ / tokens,
-              "answers_with_a_divergence": k, "first_divergence": {
-                  "teacher_p_own_token": sum(f[0] for f in first) / k, "teacher_p_student_token": sum(f[1] for f in first) / k,
-                  "share_of_answer_jsd": sum(f[2] for f in first) / k}}
+    result = {
+        "problems": len(problems),
+        "answer_tokens": tokens,
+        "mean_token_jsd": jsd_sum / tokens,
+        "tokens_teacher_top_differs": differ / tokens,
+        "answers_with_a_divergence": k,
+        "first_divergence": {
+            "teacher_p_own_token": sum(f[0] for f in first) / k,
+            "teacher_p_student_token": sum(f[1] for f in first) / k,
+            "share_of_answer_jsd": sum(f[2] for f in first) / k,
+        },
+    }
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

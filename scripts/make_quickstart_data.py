@@ -44,7 +44,10 @@ def two_step(r: random.Random) -> tuple[str, int]:
         c = r.randint(1, a * b - 1)
         return f"{name} has {a} {boxes} with {b} {item} in each {box}, then gives away {c} {item}. How many {item} are left?", a * b - c
     c = r.randint(2, 20)
-    return f"{name} buys {a} {boxes} of {item} with {b} {item} in each {box} and already had {c} {item}. How many {item} does {name} have now?", a * b + c
+    return (
+        f"{name} buys {a} {boxes} of {item} with {b} {item} in each {box} and already had {c} {item}. How many {item} does {name} have now?",
+        a * b + c,
+    )
 
 
 def make(n_train: int, n_test: int, seed: int) -> dict[str, list[dict]]:

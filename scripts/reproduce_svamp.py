@@ -42,6 +42,8 @@ from datetime import date
 from itertools import combinations
 from pathlib import Path
 
+from llmdistill.outputs import stage_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -54,10 +56,21 @@ ARMS = {
     # one sequence per problem: answer, blank line, rationale (train.layout answer_first)
     "answer_first": {"train.mode": "step_by_step", "train.layout": "answer_first", "train.label_source": "teacher", "train.alpha": 0.5},
     # the paper's data: the gold label of every train problem, the teacher's rationale where one was kept
-    "step_by_step_gold": {"train.mode": "step_by_step", "train.label_source": "gold", "train.gold_label": "as_written",
-                          "train.labels_for": "all_problems", "train.alpha": 0.5},
-    "answer_first_gold": {"train.mode": "step_by_step", "train.layout": "answer_first", "train.label_source": "gold",
-                          "train.gold_label": "as_written", "train.labels_for": "all_problems", "train.alpha": 0.5},
+    "step_by_step_gold": {
+        "train.mode": "step_by_step",
+        "train.label_source": "gold",
+        "train.gold_label": "as_written",
+        "train.labels_for": "all_problems",
+        "train.alpha": 0.5,
+    },
+    "answer_first_gold": {
+        "train.mode": "step_by_step",
+        "train.layout": "answer_first",
+        "train.label_source": "gold",
+        "train.gold_label": "as_written",
+        "train.labels_for": "all_problems",
+        "train.alpha": 0.5,
+    },
 }
 # Issue 13's levers, as flags: --batch-unit problems (the paper's batching: each step's B problems
 # give a label and a rationale example each), --validation-fraction/--eval-steps/--select-on accuracy
@@ -74,15 +87,31 @@ def config(args, name: str, settings: dict, fraction: float = 1.0, models: str =
     overrides = {
         "output_dir": str(Path(args.out) / (name if fraction == 1 else f"{name}@{fraction:g}")),
         "data.max_test": args.max_test,
-        "student.init": "pretrained", "student.model_name_or_path": args.model,
-        "train.num_shots": 0, "train.max_steps": args.steps, "train.per_device_train_batch_size": args.batch_size,
-        "train.learning_rate": args.lr, "train.seed": args.seed, "train.max_length": 512, "train.logging_steps": 10,
-        "train.warmup_steps": 0.05, "train.data_fraction": fraction, "train.group_by_length": args.group_by_length,
-        **({"train.batch_unit": args.batch_unit} if settings.get("train.mode") == "step_by_step" and "train.layout" not in settings else {}),
-        **({"train.validation_fraction": args.validation_fraction, "train.eval_steps": args.eval_steps, "train.select_on": args.select_on} if args.validation_fraction else {}),
+        "student.init": "pretrained",
+        "student.model_name_or_path": args.model,
+        "train.num_shots": 0,
+        "train.max_steps": args.steps,
+        "train.per_device_train_batch_size": args.batch_size,
+        "train.learning_rate": args.lr,
+        "train.seed": args.seed,
+        "train.max_length": 512,
+        "train.logging_steps": 10,
+        "train.warmup_steps": 0.05,
+        "train.data_fraction": fraction,
+        "train.group_by_length": args.group_by_length,
+        **(
+            {"train.batch_unit": args.batch_unit} if settings.get("train.mode") == "step_by_step" and "train.layout" not in settings else {}
+        ),
+        **(
+            {"train.validation_fraction": args.validation_fraction, "train.eval_steps": args.eval_steps, "train.select_on": args.select_on}
+            if args.validation_fraction
+            else {}
+        ),
         **({"train.eval_max_new_tokens": 24 if label_prompt else args.cot_tokens} if args.select_on == "accuracy" else {}),
-        "evaluate.models": models, "evaluate.max_new_tokens": 24 if label_prompt else args.cot_tokens,
-        "evaluate.batch_size": 20, "evaluate.plot": False,
+        "evaluate.models": models,
+        "evaluate.max_new_tokens": 24 if label_prompt else args.cot_tokens,
+        "evaluate.batch_size": 20,
+        "evaluate.plot": False,
         **settings,
         **({"train.alpha": args.alpha} if args.alpha is not None and settings.get("train.mode") == "step_by_step" else {}),
     }
@@ -91,25 +120,36 @@ def config(args, name: str, settings: dict, fraction: float = 1.0, models: str =
 
 def run_arm(cfg, train: bool = True) -> dict:
     """The whole pipeline for a trained arm; only the evaluate stage for the reference models."""
-    from llmdistill.evaluate import evaluate
+    from llmdistill.outputs import is_complete, read_stats
     from llmdistill.pipeline import run
-    from llmdistill.stage import is_complete, read_stats
+    from llmdistill.stages.evaluate.run import evaluate
 
     t0 = time.time()
     if train:
         run(cfg)  # skips the stages already complete for this config: a stopped sweep resumes
     elif not is_complete(cfg, "evaluate"):
         evaluate(cfg)
-    report = json.loads((cfg.stage_dir("evaluate") / "report.json").read_text())
+    report = json.loads((stage_dir(cfg, "evaluate") / "report.json").read_text())
     train = read_stats(cfg, "train") or {}
     history = (train.get("sft") or {}).get("log_history") or []
     curve = [(h["step"], h["eval_accuracy"]) for h in history if "eval_accuracy" in h]
-    examples = cfg.stage_dir("train") / "examples.jsonl"
-    held_out = len({json.loads(line)["id"] for line in examples.read_text().splitlines() if '"validation"' in line}) if examples.is_file() else 0
-    return {"report": report, "curve": curve, "held_out": held_out, "seen": train.get("seen"), "best_eval_accuracy": train.get("best_eval_accuracy"),
-            "best_checkpoint": (train.get("sft") or {}).get("best_checkpoint"),
-            "train": {k: (train.get("sft") or {}).get(k, train.get(k)) for k in ("steps", "examples", "train_loss", "train_seconds", "tokens_seen")},
-            "seconds": round(time.time() - t0, 1), "output_dir": cfg.output_dir}
+    examples = stage_dir(cfg, "train") / "examples.jsonl"
+    held_out = (
+        len({json.loads(line)["id"] for line in examples.read_text().splitlines() if '"validation"' in line}) if examples.is_file() else 0
+    )
+    return {
+        "report": report,
+        "curve": curve,
+        "held_out": held_out,
+        "seen": train.get("seen"),
+        "best_eval_accuracy": train.get("best_eval_accuracy"),
+        "best_checkpoint": (train.get("sft") or {}).get("best_checkpoint"),
+        "train": {
+            k: (train.get("sft") or {}).get(k, train.get(k)) for k in ("steps", "examples", "train_loss", "train_seconds", "tokens_seen")
+        },
+        "seconds": round(time.time() - t0, 1),
+        "output_dir": cfg.output_dir,
+    }
 
 
 def greedy_correct(out_dir: str, model: str) -> dict[str, bool]:
@@ -135,14 +175,16 @@ def main(args) -> None:
 
 def compare(args) -> None:
     """One seed: every arm trained and evaluated, the comparison table and the curves."""
-    from llmdistill.eval_metrics import agreement, bootstrap_ci, gap_closed, mcnemar_exact
+    from llmdistill.stages.evaluate.metrics import agreement, bootstrap_ci, gap_closed, mcnemar_exact
 
     if not Path(args.model, "config.json").is_file():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "fetch_smollm2.py"), "--out", args.model], check=True)
     t_start = time.time()
     runs: dict[str, dict] = {}
     # Reference models: the replayed teacher and the untrained student on each prompt.
-    runs["teacher+untrained(label)"] = run_arm(config(args, "untrained_label", ARMS["label_gold_value"], models="[teacher, student_init]"), train=False)
+    runs["teacher+untrained(label)"] = run_arm(
+        config(args, "untrained_label", ARMS["label_gold_value"], models="[teacher, student_init]"), train=False
+    )
     if "cot" in args.arms:
         runs["untrained(cot)"] = run_arm(config(args, "untrained_cot", ARMS["cot"], models="[student_init]"), train=False)
     if args.jobs > 1:
@@ -155,8 +197,10 @@ def compare(args) -> None:
 
     if args.no_report:
         return
-    correct = {"teacher": greedy_correct(runs["teacher+untrained(label)"]["output_dir"], "teacher"),
-               "untrained (label prompt)": greedy_correct(runs["teacher+untrained(label)"]["output_dir"], "student_init")}
+    correct = {
+        "teacher": greedy_correct(runs["teacher+untrained(label)"]["output_dir"], "teacher"),
+        "untrained (label prompt)": greedy_correct(runs["teacher+untrained(label)"]["output_dir"], "student_init"),
+    }
     if "untrained(cot)" in runs:
         correct["untrained (cot prompt)"] = greedy_correct(runs["untrained(cot)"]["output_dir"], "student_init")
     for key, r in runs.items():
@@ -165,7 +209,7 @@ def compare(args) -> None:
     ids = sorted(correct["teacher"])
     acc = {k: sum(v[i] for i in ids) / len(ids) for k, v in correct.items()}
     ci = {k: bootstrap_ci([v[i] for i in ids], 10000, 0.95, args.seed) for k, v in correct.items()}
-    base_for = lambda k: "untrained (cot prompt)" if k.startswith("cot") else "untrained (label prompt)"  # noqa: E731
+    base_for = lambda k: "untrained (cot prompt)" if k.startswith("cot") else "untrained (label prompt)"
     gap = {k: gap_closed(acc[k], acc[base_for(k)], acc["teacher"]) for k in correct if k not in ("teacher",) and "untrained" not in k}
     main_arms = [k for k in ARMS if k in correct]
     wanted = [("teacher", k) for k in correct if "untrained" not in k and k != "teacher"] + list(combinations(main_arms, 2))
@@ -176,12 +220,19 @@ def compare(args) -> None:
         t = agreement([correct[a][i] for i in ids], [correct[b][i] for i in ids])
         pairs.append({"a": a, "b": b, **t, "mcnemar_p": mcnemar_exact(t["only_a"], t["only_b"])})
 
-    lines = [f"SVAMP test ({len(ids)} problems), student {Path(args.model).name}, {date.today()}; budget per arm: {args.steps} steps x batch "
-             f"{args.batch_size} ({args.batch_unit} for step_by_step), lr {args.lr}, alpha {0.5 if args.alpha is None else args.alpha}, seed {args.seed}, zero-shot student prompts"
-             + (f", best checkpoint by validation {args.select_on} ({args.validation_fraction:g} of train problems, every {args.eval_steps} steps)"
-                if args.validation_fraction else "") + f"; total {(time.time() - t_start) / 60:.0f} min", "",
-             "| model | training examples | label examples seen | label / rationale tokens seen | train s | best val acc (step) | accuracy [95% CI] | gap closed | paper (220M T5) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"SVAMP test ({len(ids)} problems), student {Path(args.model).name}, {date.today()}; budget per arm: {args.steps} steps x batch "
+        f"{args.batch_size} ({args.batch_unit} for step_by_step), lr {args.lr}, alpha {0.5 if args.alpha is None else args.alpha}, seed {args.seed}, zero-shot student prompts"
+        + (
+            f", best checkpoint by validation {args.select_on} ({args.validation_fraction:g} of train problems, every {args.eval_steps} steps)"
+            if args.validation_fraction
+            else ""
+        )
+        + f"; total {(time.time() - t_start) / 60:.0f} min",
+        "",
+        "| model | training examples | label examples seen | label / rationale tokens seen | train s | best val acc (step) | accuracy [95% CI] | gap closed | paper (220M T5) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for k in correct:
         run = runs.get(k)
         seen = (run or {}).get("seen") or {}
@@ -194,17 +245,34 @@ def compare(args) -> None:
         best_txt = f"{100 * best:.1f}% ({best_step.rsplit('-', 1)[-1]})" if best is not None else "-"
         g = f"{100 * gap[k]:.1f}%" if gap.get(k) is not None else "-"
         paper = PAPER.get(k)
-        lines.append(f"| {k} | {ex} | {label_seen} | {tokens} | {secs} | {best_txt} | {100 * acc[k]:.1f}% [{100 * ci[k][0]:.1f}, {100 * ci[k][1]:.1f}] "
-                     f"| {g} | {'-' if paper is None else f'{paper}%'} |")
+        lines.append(
+            f"| {k} | {ex} | {label_seen} | {tokens} | {secs} | {best_txt} | {100 * acc[k]:.1f}% [{100 * ci[k][0]:.1f}, {100 * ci[k][1]:.1f}] "
+            f"| {g} | {'-' if paper is None else f'{paper}%'} |"
+        )
     lines += ["", "| A | B | both right | only A | only B | neither | McNemar exact p |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {p['a']} | {p['b']} | {p['both']} | {p['only_a']} | {p['only_b']} | {p['neither']} | {p['mcnemar_p']:.3g} |" for p in pairs]
+    lines += [
+        f"| {p['a']} | {p['b']} | {p['both']} | {p['only_a']} | {p['only_b']} | {p['neither']} | {p['mcnemar_p']:.3g} |" for p in pairs
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)
-    plot_curves({f"{k} ({r['held_out']} held-out problems)": r["curve"] for k, r in runs.items() if r.get("curve")}, out / "curves.png", args)
+    plot_curves(
+        {f"{k} ({r['held_out']} held-out problems)": r["curve"] for k, r in runs.items() if r.get("curve")}, out / "curves.png", args
+    )
     (out / "results.md").write_text(text)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "accuracy": acc, "ci": ci, "gap_closed": gap, "pairs": pairs,
-                                                  "runs": {k: {**r, "report": r["report"]["models"]} for k, r in runs.items()}}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "accuracy": acc,
+                "ci": ci,
+                "gap_closed": gap,
+                "pairs": pairs,
+                "runs": {k: {**r, "report": r["report"]["models"]} for k, r in runs.items()},
+            },
+            indent=2,
+        )
+    )
 
 
 def summarize_seeds(dirs: list[Path], out: Path) -> str:
@@ -213,7 +281,7 @@ def summarize_seeds(dirs: list[Path], out: Path) -> str:
     the arm that got it right in more seeds); all validation curves in one PNG."""
     from statistics import mean, stdev
 
-    from llmdistill.eval_metrics import mcnemar_exact
+    from llmdistill.stages.evaluate.metrics import mcnemar_exact
 
     results = [json.loads((d / "results.json").read_text()) for d in dirs]
     arms = [k for k in results[0]["runs"] if k in ARMS and all(k in r["runs"] for r in results)]
@@ -221,20 +289,32 @@ def summarize_seeds(dirs: list[Path], out: Path) -> str:
     ids = sorted(correct[arms[0]][0])
     seeds = [r["args"]["seed"] for r in results]
     a0 = results[0]["args"]
-    lines = [f"SVAMP test ({len(ids)} problems), {len(dirs)} seeds ({', '.join(map(str, seeds))}); per arm {a0['steps']} steps x batch "
-             f"{a0['batch_size']} ({a0['batch_unit']} for step_by_step), lr {a0['lr']}, alpha {a0.get('alpha') or 0.5}, best checkpoint "
-             f"by validation {a0['select_on']}; teacher {100 * results[0]['accuracy']['teacher']:.1f}%", "",
-             "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | mean (sd) | best val step per seed |",
-             "|---|" + "---|" * len(seeds) + "---|---|"]
+    lines = [
+        f"SVAMP test ({len(ids)} problems), {len(dirs)} seeds ({', '.join(map(str, seeds))}); per arm {a0['steps']} steps x batch "
+        f"{a0['batch_size']} ({a0['batch_unit']} for step_by_step), lr {a0['lr']}, alpha {a0.get('alpha') or 0.5}, best checkpoint "
+        f"by validation {a0['select_on']}; teacher {100 * results[0]['accuracy']['teacher']:.1f}%",
+        "",
+        "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | mean (sd) | best val step per seed |",
+        "|---|" + "---|" * len(seeds) + "---|---|",
+    ]
     acc = {k: [sum(c[i] for i in ids) / len(ids) for c in correct[k]] for k in arms}
     for k in arms:
         steps = [(r["runs"][k].get("best_checkpoint") or "-").rsplit("-", 1)[-1] for r in results]
         spread = f" ({100 * stdev(acc[k]):.1f})" if len(acc[k]) > 1 else ""
-        lines.append(f"| {k} | " + " | ".join(f"{100 * a:.1f}%" for a in acc[k]) + f" | {100 * mean(acc[k]):.1f}%{spread} | {', '.join(steps)} |")
-    lines += ["", "| A | B | B - A (mean) | McNemar p per seed | problems A wins / B wins (seeds pooled) | sign test p |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {k} | " + " | ".join(f"{100 * a:.1f}%" for a in acc[k]) + f" | {100 * mean(acc[k]):.1f}%{spread} | {', '.join(steps)} |"
+        )
+    lines += [
+        "",
+        "| A | B | B - A (mean) | McNemar p per seed | problems A wins / B wins (seeds pooled) | sign test p |",
+        "|---|---|---|---|---|---|",
+    ]
     summary = {"seeds": seeds, "accuracy": acc, "pairs": []}
     for a, b in combinations(arms, 2):
-        per_seed = [mcnemar_exact(sum(ca[i] and not cb[i] for i in ids), sum(cb[i] and not ca[i] for i in ids)) for ca, cb in zip(correct[a], correct[b])]
+        per_seed = [
+            mcnemar_exact(sum(ca[i] and not cb[i] for i in ids), sum(cb[i] and not ca[i] for i in ids))
+            for ca, cb in zip(correct[a], correct[b])
+        ]
         net = [sum(c[i] for c in correct[b]) - sum(c[i] for c in correct[a]) for i in ids]
         a_wins, b_wins = sum(n < 0 for n in net), sum(n > 0 for n in net)
         p = mcnemar_exact(a_wins, b_wins)
@@ -265,8 +345,11 @@ def plot_seed_curves(curves: dict[str, list[list]], path: Path, a0: dict, seeds:
         ax.plot(steps, means, color=color, linewidth=2.5, marker="o", label=f"{name} (mean of {len(runs)} seeds)")
     ax.set_xlabel(f"training step (batch {a0['batch_size']} problems)")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"SVAMP, SmolLM2-135M, lr {a0['lr']}: validation accuracy, seeds {', '.join(map(str, seeds))}\n"
-                 f"(each seed holds out its own {a0['validation_fraction']:g} of the train problems; thin: one seed)", fontsize=10)
+    ax.set_title(
+        f"SVAMP, SmolLM2-135M, lr {a0['lr']}: validation accuracy, seeds {', '.join(map(str, seeds))}\n"
+        f"(each seed holds out its own {a0['validation_fraction']:g} of the train problems; thin: one seed)",
+        fontsize=10,
+    )
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -285,7 +368,7 @@ def child_argv(args) -> list[str]:
         if key in ("arms", "jobs", "no_report", "seeds", "seed", "summarize") or value is None or value is False:
             continue
         base += [flag] if value is True else [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
-    return base + ["--seeds", str(args.seed)]
+    return [*base, "--seeds", str(args.seed)]
 
 
 def run_in_parallel(args) -> None:
@@ -324,8 +407,11 @@ def plot_curves(curves: dict[str, list], path: Path, args) -> None:
         ax.plot([s for s, _ in points], [100 * a for _, a in points], marker=marker, label=name)
     ax.set_xlabel(f"training step (batch {args.batch_size} problems)")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"SVAMP, SmolLM2-135M: validation accuracy on each arm's own held-out train problems\n"
-                 f"({args.validation_fraction:g} of them by id; arms trained on kept traces only hold out problems the teacher solved)", fontsize=10)
+    ax.set_title(
+        f"SVAMP, SmolLM2-135M: validation accuracy on each arm's own held-out train problems\n"
+        f"({args.validation_fraction:g} of them by id; arms trained on kept traces only hold out problems the teacher solved)",
+        fontsize=10,
+    )
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -340,13 +426,19 @@ if __name__ == "__main__":
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one comparison per seed under <out>/seed<N>, then the summary across them")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="one comparison per seed under <out>/seed<N>, then the summary across them"
+    )
     p.add_argument("--max-test", type=int, default=200)
     p.add_argument("--cot-tokens", type=int, default=160, help="max_new_tokens for CoT answers")
     p.add_argument("--fractions", type=float, nargs="+", default=[1.0], help="data-efficiency sweep for label_gold and step_by_step")
     p.add_argument("--arms", nargs="+", default=["label_gold", "step_by_step_gold"], choices=list(ARMS))
-    p.add_argument("--batch-unit", choices=["examples", "problems"], default="problems", help="step_by_step batching (problems: the paper's)")
-    p.add_argument("--validation-fraction", type=float, default=0.1, help="train problems held out for checkpoint selection and curves (0: none)")
+    p.add_argument(
+        "--batch-unit", choices=["examples", "problems"], default="problems", help="step_by_step batching (problems: the paper's)"
+    )
+    p.add_argument(
+        "--validation-fraction", type=float, default=0.1, help="train problems held out for checkpoint selection and curves (0: none)"
+    )
     p.add_argument("--eval-steps", type=int, default=100)
     p.add_argument("--select-on", choices=["loss", "accuracy"], default="accuracy")
     p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=True)

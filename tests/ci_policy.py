@@ -48,6 +48,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if _unexplained:
-        terminalreporter.write_line(f"CI=true: {len(_unexplained)} skipped test(s) not explained in tests/ci_policy.py EXPLAINED_SKIPS:", red=True)
+        terminalreporter.write_line(
+            f"CI=true: {len(_unexplained)} skipped test(s) not explained in tests/ci_policy.py EXPLAINED_SKIPS:", red=True
+        )
         for line in _unexplained:
             terminalreporter.write_line(f"  {line}")

@@ -41,11 +41,20 @@ from llmdistill.errors import UserError
 PACKAGE = Path(__import__("llmdistill").__file__).parent
 # Code whose reads of a setting do not count: the stage identity, and the schema's own checks
 # (its validators and helpers, named with a leading underscore, changed_fields and refuse_unread).
-IDENTITY = str(PACKAGE / "identity.py")
+IDENTITY = str(PACKAGE / "outputs" / "identity.py")
 SCHEMA = str(PACKAGE / "config")
 SCHEMA_CHECKS = {"changed_fields", "refuse_unread", "upgrade_saved"}
-STAGE_OF_SECTION = {"data": "generate", "teacher": "generate", "generate": "generate", "filter": "filter", "student": "train", "train": "train",
-                    "kd": "train", "evaluate": "evaluate", "export": "export"}
+STAGE_OF_SECTION = {
+    "data": "generate",
+    "teacher": "generate",
+    "generate": "generate",
+    "filter": "filter",
+    "student": "train",
+    "train": "train",
+    "kd": "train",
+    "evaluate": "evaluate",
+    "export": "export",
+}
 ORDER = ["generate", "filter", "train", "evaluate", "export"]
 
 
@@ -121,10 +130,16 @@ def candidates(path: str, info, current, special: dict) -> list:
     if numeric is not None:
         base = current if isinstance(current, (int, float)) and not isinstance(current, bool) else None
         lo = b.get("ge", b.get("gt", 0))
-        hi = b.get("le", b.get("lt"))
+        b.get("le", b.get("lt"))
         for v in ([base + 1, base * 2, base / 2] if base is not None else []) + [lo + 1, lo + 0.5, 2, 16, 32]:
             v = numeric(v) if numeric is int else float(v)
-            if v == current or ("gt" in b and v <= b["gt"]) or ("ge" in b and v < b["ge"]) or ("lt" in b and v >= b["lt"]) or ("le" in b and v > b["le"]):
+            if (
+                v == current
+                or ("gt" in b and v <= b["gt"])
+                or ("ge" in b and v < b["ge"])
+                or ("lt" in b and v >= b["lt"])
+                or ("le" in b and v > b["le"])
+            ):
                 continue
             if v not in out:
                 out.append(v)
@@ -164,7 +179,8 @@ class Reads:
                 prefix = reads.paths.get(id(obj))
                 code = sys._getframe(1).f_code
                 bookkeeping = code.co_filename == IDENTITY or (
-                    code.co_filename.startswith(SCHEMA) and (code.co_name.startswith("_") or code.co_name in SCHEMA_CHECKS))
+                    code.co_filename.startswith(SCHEMA) and (code.co_name.startswith("_") or code.co_name in SCHEMA_CHECKS)
+                )
                 if prefix is not None and not bookkeeping:
                     reads.seen.add(prefix + name)
             return value
@@ -292,16 +308,17 @@ class Harness:
     def _patch(self) -> None:
         import_all()
         import llmdistill.backends as backends
-        import llmdistill.export as export
-        import llmdistill.filter_pool as filter_pool
-        import llmdistill.generate_ray as generate_ray
-        import llmdistill.generate_ray_llm as generate_ray_llm
-        import llmdistill.train.args as args
-        import llmdistill.train.checkpoints as checkpoints
-        import llmdistill.train.sft as sft
+        import llmdistill.stages.export as export
+        import llmdistill.stages.filter.pool as filter_pool
+        import llmdistill.stages.generate.ray as generate_ray
+        import llmdistill.stages.generate.ray_llm as generate_ray_llm
+        import llmdistill.stages.train.args as args
+        import llmdistill.stages.train.checkpoints as checkpoints
+        import llmdistill.stages.train.sft as sft
 
         h = self
         original_backend = backends.get_backend
+
         def get_backend(kind, **kwargs):
             h.record("backend", kind, kwargs)
             return FakeEngine(h.record, h.answers, kind, kwargs)
@@ -359,11 +376,11 @@ class Harness:
 
     def run(self, cfg: Config, stages: list[str], from_dir: Path | None = None) -> tuple[list, set[str]]:
         """Run ``stages`` (upstream outputs copied from ``from_dir``); the engine record and the reads."""
-        from llmdistill.evaluate import evaluate
-        from llmdistill.export import export
-        from llmdistill.filter import filter_traces
-        from llmdistill.generate import generate
-        from llmdistill.train import train
+        from llmdistill.stages.evaluate.run import evaluate
+        from llmdistill.stages.export import export
+        from llmdistill.stages.filter.run import filter_traces
+        from llmdistill.stages.generate.run import generate
+        from llmdistill.stages.train import train
 
         functions = {"generate": generate, "filter": filter_traces, "train": train, "evaluate": evaluate, "export": export}
         self.runs += 1
@@ -389,8 +406,12 @@ class Harness:
                 result = functions[stage](cfg)
                 if stage == "export":  # what it wrote: the files, their sizes and the card
                     folder = Path(result["folder"])
-                    self.record("export", result, sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file()),
-                                (folder / "README.md").read_text())
+                    self.record(
+                        "export",
+                        result,
+                        sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file()),
+                        (folder / "README.md").read_text(),
+                    )
         finally:
             self.mp.setattr(self.config_cls, "model_validate_json", classmethod(from_json))
         events = normalize(self.events, [str(out)])
@@ -439,8 +460,16 @@ class FakeLLMOutput:
         rows = []
         for row in self.ds.items:
             q = max(self.answers, key=lambda k: row["prompt"].rfind(k))
-            rows.append({**row, "generated_text": f"The answer is {self.answers[q]}.", "generated_tokens": [1, 2], "num_generated_tokens": 2,
-                         "num_input_tokens": 10, "logprobs": None})
+            rows.append(
+                {
+                    **row,
+                    "generated_text": f"The answer is {self.answers[q]}.",
+                    "generated_tokens": [1, 2],
+                    "num_generated_tokens": 2,
+                    "num_input_tokens": 10,
+                    "logprobs": None,
+                }
+            )
         yield pd.DataFrame(rows)
 
 
@@ -504,7 +533,7 @@ def audit(h: Harness, contexts: list[Context], only: str | None = None) -> list[
                     if path not in base_reads:
                         verdict = Verdict(ctx.name, path, "NOT READ", f"{value!r} accepted; no stage read it")
                         break
-                    from llmdistill.identity import content
+                    from llmdistill.outputs.identity import content
 
                     stages = [s for s in ("generate", "filter", "train", "evaluate") if s in ctx.stages]
                     changed = any(content(cfg, s) != content(base_cfg, s) for s in stages) or path.startswith("export.")
@@ -553,14 +582,18 @@ def split_by_stage(events: list) -> dict[str, list]:
 def changed_record(h: Harness, cfg: Config, ctx: Context, path: str, base_dir: Path, base_by_stage: dict) -> bool:
     """Rerun the field's stage (upstream outputs copied from the context's run) and compare."""
     stage = stage_of(path)
-    stages = ctx.stages[ctx.stages.index(stage):] if stage in ctx.stages else ctx.stages
+    stages = ctx.stages[ctx.stages.index(stage) :] if stage in ctx.stages else ctx.stages
     events, _ = h.run(cfg, stages[:1], from_dir=base_dir)
     return split_by_stage(events).get(stages[0]) != base_by_stage.get(stages[0])
 
 
 def first_line(message: str) -> str:
     """The reason in a pydantic error (its indented line, not the location above it), or the message."""
-    lines = [line.strip().removeprefix("Value error, ") for line in message.splitlines() if line.startswith("  ") and "errors.pydantic" not in line]
+    lines = [
+        line.strip().removeprefix("Value error, ")
+        for line in message.splitlines()
+        if line.startswith("  ") and "errors.pydantic" not in line
+    ]
     return (lines[0] if lines else message.strip().splitlines()[0]).split(" [type=")[0][:240]
 
 

@@ -7,7 +7,7 @@ import sys
 
 from tests.conftest import ROOT
 
-PROBE = '''
+PROBE = """
 import pytest
 from tests.ci_policy import require
 
@@ -19,14 +19,20 @@ def test_skips_for_no_reason():
 
 def test_runs():
     pass
-'''
+"""
 
 
 def _pytest(tmp_path, ci: str) -> subprocess.CompletedProcess:
     (tmp_path / "test_probe.py").write_text(PROBE)
     env = {**os.environ, "CI": ci, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.ci_policy", "-p", "no:cacheprovider", "-rs", str(tmp_path / "test_probe.py")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.ci_policy", "-p", "no:cacheprovider", "-rs", str(tmp_path / "test_probe.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_under_ci_a_missing_engine_fails_and_a_skip_needs_a_reason(tmp_path):

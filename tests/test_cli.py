@@ -5,7 +5,6 @@ import json
 from typer.testing import CliRunner
 
 from llmdistill.cli import app
-
 from tests.conftest import correct_script, correct_test_script
 
 runner = CliRunner()
@@ -62,8 +61,16 @@ def test_run_end_to_end_then_skips_everything(make_config, scripted):
     result = invoke("run", cfg)
     assert result.exit_code == 0, result.output
     run = cfg.parent / "run"
-    for path in ("generate/traces.jsonl", "filter/kept.jsonl", "filter/rejected.jsonl", "train/model/config.json", "train/init/config.json",
-                 "evaluate/results.jsonl", "evaluate/report.md", "evaluate/report.json"):
+    for path in (
+        "generate/traces.jsonl",
+        "filter/kept.jsonl",
+        "filter/rejected.jsonl",
+        "train/model/config.json",
+        "train/init/config.json",
+        "evaluate/results.jsonl",
+        "evaluate/report.md",
+        "evaluate/report.json",
+    ):
         assert (run / path).is_file(), path
     for stage in ("generate", "filter", "train", "evaluate"):
         assert (run / stage / "config.yaml").is_file() and json.loads((run / stage / "stats.json").read_text())["config_hash"]
@@ -99,7 +106,9 @@ def test_changed_content_is_refused_then_overwrite_moves_the_old_outputs_aside(m
     assert invoke("run", cfg).exit_code == 0
     run = cfg.parent / "run"
     model_before = (run / "train" / "model" / "model.safetensors").read_bytes()
-    one_line_error(invoke("run", cfg, "--set", "train.learning_rate=0.001"), "train.learning_rate: 5e-05 -> 0.001", "--overwrite", "output_dir")
+    one_line_error(
+        invoke("run", cfg, "--set", "train.learning_rate=0.001"), "train.learning_rate: 5e-05 -> 0.001", "--overwrite", "output_dir"
+    )
     assert (run / "train" / "model" / "model.safetensors").read_bytes() == model_before  # nothing touched
     result = invoke("run", cfg, "--set", "train.learning_rate=0.001", "--overwrite")
     assert result.exit_code == 0, result.output
@@ -134,8 +143,8 @@ def test_an_empty_data_file_is_refused(make_config, scripted, tmp_path):
 def test_retraining_to_the_same_weights_keeps_evaluate_complete(make_config, scripted):
     """train's run id is a digest of the saved weights: a rerun that ends the same strands nothing downstream."""
     from llmdistill.config.file import load_config
-    from llmdistill.stage import is_complete
-    from llmdistill.train import train
+    from llmdistill.outputs import is_complete
+    from llmdistill.stages.train import train
 
     scripted.SCRIPT = correct_script() | correct_test_script()
     path = make_config(train={"max_steps": 1})

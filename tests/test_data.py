@@ -20,7 +20,10 @@ def test_json_list_and_csv(tmp_path):
     (tmp_path / "rows.json").write_text(json.dumps(ROWS))
     assert len(load_problems(DataConfig(path=str(tmp_path / "rows.json"), question_field="q", answer_field="a"), "test")) == 3
     (tmp_path / "rows.csv").write_text("id,q,a\nx,one?,1\ny,two?,2\n")
-    assert [p.id for p in load_problems(DataConfig(path=str(tmp_path / "rows.csv"), question_field="q", answer_field="a"), "test")] == ["x", "y"]
+    assert [p.id for p in load_problems(DataConfig(path=str(tmp_path / "rows.csv"), question_field="q", answer_field="a"), "test")] == [
+        "x",
+        "y",
+    ]
 
 
 def test_svamp_lines_load(tmp_path):

@@ -8,13 +8,12 @@ import logging
 
 import pytest
 
+from llmdistill.answers.checking import check_trace
 from llmdistill.config.file import load_config
 from llmdistill.data import load_problems, load_split
 from llmdistill.errors import UserError
 from llmdistill.prompts import answer_stops, load_prompt
 from llmdistill.records import Trace
-from llmdistill.tasks import check_trace
-
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -53,17 +52,18 @@ def test_a_reasoning_teachers_thinking_is_the_rationale_and_an_unclosed_one_is_t
         assert c.thinking, r  # inline <think>, a lone </think>, or the server's reasoning_content
         assert "<think>" not in (c.rationale or "") and "</think>" not in (c.rationale or "")
     from llmdistill.config import Config
-    from llmdistill.filter_rules import truncated
+    from llmdistill.stages.filter.rules import truncated
 
     unclosed = _check(cfg, problems[3], rows[3]["completion"])
-    assert truncated([unclosed], Config.model_validate({"output_dir": "x", "data": {"path": "x"}, "teacher": {"model_name_or_path": "m"}})) == [
-        "the thinking never closed (<think> without </think>)"]
+    assert truncated(
+        [unclosed], Config.model_validate({"output_dir": "x", "data": {"path": "x"}, "teacher": {"model_name_or_path": "m"}})
+    ) == ["the thinking never closed (<think> without </think>)"]
 
 
 @pytest.mark.parametrize("keep", ["keep", "drop"])
 def test_the_student_keeps_or_drops_the_thinking(keep, tiny_model):
-    from llmdistill.backends.hf import load_tokenizer
-    from llmdistill.train.examples import build_examples
+    from llmdistill.backends.transformers import load_tokenizer
+    from llmdistill.stages.train.examples import build_examples
 
     cfg = load_config(ROOT / "configs" / "reasoning_teacher.yaml", [f"train.thinking={keep}", f"student.model_name_or_path={tiny_model}"])
     problem = load_problems(cfg.data, "train")[0]
@@ -86,9 +86,14 @@ def test_hf_save_to_disk_folders_load(tmp_path):
     from llmdistill.config import DataConfig
 
     rows = [{"id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(5)]
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:3]), "test": datasets.Dataset.from_list(rows[3:])}).save_to_disk(tmp_path / "dd")
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:3]), "test": datasets.Dataset.from_list(rows[3:])}).save_to_disk(
+        tmp_path / "dd"
+    )
     cfg = DataConfig(path=str(tmp_path / "dd"))
-    assert [p.id for p in load_problems(cfg, "train")] == ["q0", "q1", "q2"] and [p.answer for p in load_problems(cfg, "test")] == ["4", "5"]
+    assert [p.id for p in load_problems(cfg, "train")] == ["q0", "q1", "q2"] and [p.answer for p in load_problems(cfg, "test")] == [
+        "4",
+        "5",
+    ]
     with pytest.raises(UserError, match="has no split 'validation' \\(splits: train, test\\)"):
         load_problems(cfg, "validation")
     datasets.Dataset.from_list(rows).save_to_disk(tmp_path / "one")  # a single Dataset serves every split, like a single file

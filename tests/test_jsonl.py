@@ -42,7 +42,7 @@ def test_a_complete_last_line_that_fails_validation_is_refused_and_never_cut(tmp
     refusal naming file:line and the field; the file keeps every byte."""
     p = tmp_path / "t.jsonl"
     good = Trace(id="1", question="q", prompt="p", completion="c").model_dump_json()
-    p.write_text(f"{good}\n{good[:-1]}, \"new_field\": 1}}\n")
+    p.write_text(f'{good}\n{good[:-1]}, "new_field": 1}}\n')
     before = p.read_bytes()
     with pytest.raises(UserError, match=r"t.jsonl:2: invalid Trace row: new_field: Extra inputs are not permitted.*left as it is") as e:
         recover_rows(p, Trace)
@@ -65,8 +65,19 @@ def test_extend_row_builds_the_same_row_as_validation():
     from llmdistill.records import FilteredTrace, extend_row
 
     t = Trace(id="1", question="q", answer="2", prompt="p", completion="c", sample=3)
-    extra = dict(rationale="r", pred="2", answer_key="2", verdict="correct", majority=None, agreement=None, rejected_by=None, reason="ok",
-                 thinking=None, cut=None, truncated=False)
+    extra = dict(
+        rationale="r",
+        pred="2",
+        answer_key="2",
+        verdict="correct",
+        majority=None,
+        agreement=None,
+        rejected_by=None,
+        reason="ok",
+        thinking=None,
+        cut=None,
+        truncated=False,
+    )
     fast = extend_row(FilteredTrace, t, **extra)
     slow = FilteredTrace.model_validate({**t.model_dump(), **extra})
     assert fast == slow and fast.model_dump() == slow.model_dump() and fast.model_dump_json() == slow.model_dump_json()

@@ -2,7 +2,6 @@ import pytest
 
 from llmdistill.errors import UserError
 from llmdistill.prompts import PromptRenderer, load_prompt
-
 from tests.conftest import ROOT, build_tokenizer
 
 PROMPT = ROOT / "prompts" / "arithmetic_cot.yaml"

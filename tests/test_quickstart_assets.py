@@ -5,7 +5,6 @@ import sys
 
 from llmdistill.config.file import load_config
 from llmdistill.prompts import load_prompt
-
 from tests.conftest import ROOT
 
 

@@ -7,8 +7,7 @@ import pytest
 from pydantic import Field
 
 from llmdistill.jsonl import read_rows, recover_rows
-from llmdistill.records import SCHEMA_VERSION, EvalResult, FilteredTrace, Problem, TrainExample, Trace
-
+from llmdistill.records import SCHEMA_VERSION, EvalResult, FilteredTrace, Problem, Trace, TrainExample
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures" / "rows"

@@ -2,11 +2,10 @@
 
 import json
 
-from llmdistill.answers import parse_completion
+from llmdistill.answers.checking import check_answer
+from llmdistill.answers.reading import parse_completion
 from llmdistill.config import DataConfig
 from llmdistill.data import load_problems
-from llmdistill.tasks import check_answer
-
 from tests.conftest import SVAMP
 
 

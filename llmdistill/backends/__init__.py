@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Union
+from typing import Literal
 
-Prompt = Union[str, list[dict]]  # completion text, or chat messages [{"role", "content"}]
+Prompt = str | list[dict]  # completion text, or chat messages [{"role", "content"}]
 
 
 @dataclass
@@ -71,19 +72,19 @@ class Backend(ABC):
         """The prompt as the model sees it, for the trace's provenance."""
         return prompt if isinstance(prompt, str) else json.dumps(prompt)
 
-    def check_alignment(self, problem_ids: list[str], first_rows: bool = False, rows: int | None = None) -> None:
+    def check_alignment(self, problem_ids: list[str], first_rows: bool = False, rows: int | None = None) -> None:  # noqa: B027 (optional)
         """Fail before any work when the engine cannot answer these problems (replayed outputs).
         ``rows``: the split's row count, when some rows were left out (unreadable gold answers)."""
 
     def num_parameters(self) -> int | None:
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: most engines hold nothing to free)
         """Free the engine's memory."""
 
 
 BACKENDS = {
-    "transformers": "llmdistill.backends.hf:TransformersBackend",
+    "transformers": "llmdistill.backends.transformers:TransformersBackend",
     "vllm": "llmdistill.backends.vllm:VLLMBackend",
     "openai": "llmdistill.backends.openai:OpenAIBackend",
     "replay": "llmdistill.backends.replay:ReplayBackend",
@@ -93,8 +94,16 @@ BACKENDS = {
 # at config load: it would be ignored.
 KNOBS: dict[str, tuple[str, ...]] = {
     "transformers": ("dtype", "device", "batch_size"),
-    "vllm": ("dtype", "tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend", "max_model_len", "gpu_memory_utilization",
-             "enable_prefix_caching"),
+    "vllm": (
+        "dtype",
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "distributed_executor_backend",
+        "max_model_len",
+        "gpu_memory_utilization",
+        "enable_prefix_caching",
+        "enforce_eager",
+    ),
     "openai": ("base_url", "api", "api_key_env", "concurrency", "timeout_s", "max_retries", "backoff_s"),
     "replay": ("replay",),
 }
@@ -103,12 +112,29 @@ RUN_ARGS: dict[str, tuple[str, ...]] = {"vllm": ("seed",), "replay": ("split",)}
 
 
 def get_backend(kind: str, **kwargs) -> Backend:
-    module, cls = BACKENDS[kind].split(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    """The backend ``kind``: a built-in one, or a plugin's (a registered name or ``module:Class``)."""
+    if kind in BACKENDS:
+        module, cls = BACKENDS[kind].split(":")
+        return getattr(importlib.import_module(module), cls)(**kwargs)
+    return plugin_backend(kind)(**kwargs)
+
+
+def plugin_backend(name: str) -> type[Backend]:
+    """The ``Backend`` subclass a plugin names; anything else is refused in one line."""
+    from llmdistill.errors import UserError
+    from llmdistill.plugins import load
+
+    cls = load("backend", name)
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise UserError(f"teacher.backend {name!r} is {cls!r}, not a subclass of llmdistill.backends.Backend")
+    return cls
 
 
 def teacher_backend(teacher, seed: int, split: str) -> Backend:
-    """The teacher's engine for one split, from the ``teacher`` section (a ``ModelConfig``)."""
+    """The teacher's engine for one split, from the ``teacher`` section (a ``TeacherConfig``). A
+    plugin's backend is built with ``model_name_or_path`` and ``teacher.options``."""
+    if teacher.backend not in BACKENDS:
+        return get_backend(teacher.backend, model_name_or_path=teacher.model_name_or_path, **teacher.options)
     run = {"seed": seed, "split": split}
     kwargs = {k: getattr(teacher, k) for k in KNOBS.get(teacher.backend, ())}
     kwargs |= {k: run[k] for k in RUN_ARGS.get(teacher.backend, ())}

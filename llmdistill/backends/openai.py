@@ -20,8 +20,8 @@ import random
 import re
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -53,8 +53,15 @@ class OpenAIBackend(Backend):
     MAX_CONSECUTIVE_FAILURES = 5  # then the endpoint leaves the rotation (while others remain)
 
     def __init__(
-        self, model_name_or_path: str, base_url: str | list[str] = "http://127.0.0.1:8000/v1", api: str = "chat",
-        api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = 8, timeout_s: float = 120.0, max_retries: int = 6, backoff_s: float = 1.0,
+        self,
+        model_name_or_path: str,
+        base_url: str | list[str] = "http://127.0.0.1:8000/v1",
+        api: str = "chat",
+        api_key_env: str | None = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        timeout_s: float = 120.0,
+        max_retries: int = 6,
+        backoff_s: float = 1.0,
     ):
         self.model_name = model_name_or_path
         self.supports_chat = api == "chat"
@@ -85,11 +92,15 @@ class OpenAIBackend(Backend):
             others = [x for x in self.endpoints if x.in_rotation and x is not e]
             if e.in_rotation and others and e.consecutive_failures >= self.MAX_CONSECUTIVE_FAILURES:
                 e.in_rotation = False
-                log.warning("%s failed %d times in a row: out of rotation (%d endpoint(s) left)", e.url, e.consecutive_failures, len(others))
+                log.warning(
+                    "%s failed %d times in a row: out of rotation (%d endpoint(s) left)", e.url, e.consecutive_failures, len(others)
+                )
 
     def stats(self) -> dict:
         """Per endpoint: requests sent (retries included), failures, and whether it is still in rotation."""
-        return {"endpoints": {e.url: {"requests": e.requests, "failures": e.failures, "in_rotation": e.in_rotation} for e in self.endpoints}}
+        return {
+            "endpoints": {e.url: {"requests": e.requests, "failures": e.failures, "in_rotation": e.in_rotation} for e in self.endpoints}
+        }
 
     def prompt_text(self, prompt: Prompt) -> str:
         if isinstance(prompt, str):
@@ -98,8 +109,12 @@ class OpenAIBackend(Backend):
 
     def _body(self, request: Request, params: SamplingParams) -> dict:
         body = {
-            "model": self.model_name, "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
-            "max_tokens": params.max_new_tokens, "seed": request.seed,
+            "model": self.model_name,
+            "n": params.n,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+            "seed": request.seed,
         }
         if params.stop:
             body["stop"] = params.stop[:4]  # the OpenAI API takes at most 4; the filter cuts at the rest
@@ -154,7 +169,8 @@ class OpenAIBackend(Backend):
         t0 = time.perf_counter()
         data = self._post(self._body(request, params))
         latency = time.perf_counter() - t0
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        raw_usage = data.get("usage")
+        usage = raw_usage if isinstance(raw_usage, dict) else {}
         choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
         per_choice = (usage.get("completion_tokens") or 0) / max(len(choices), 1)
         out = []
@@ -163,11 +179,17 @@ class OpenAIBackend(Backend):
             # vLLM's reasoning parsers (and other servers) return a reasoning model's thinking apart from the answer
             reasoning = (c["message"].get("reasoning_content") or c["message"].get("reasoning")) if self.api == "chat" else None
             top, n_tokens = _logprobs(c.get("logprobs"), self.api)
-            out.append(Completion(
-                text=text or "", finish_reason="length" if c.get("finish_reason") == "length" else "stop",
-                prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=n_tokens or round(per_choice), latency_s=latency,
-                top_logprobs=top if params.logprobs else None, reasoning=reasoning if isinstance(reasoning, str) else None,
-            ))
+            out.append(
+                Completion(
+                    text=text or "",
+                    finish_reason="length" if c.get("finish_reason") == "length" else "stop",
+                    prompt_tokens=usage.get("prompt_tokens", 0),
+                    completion_tokens=n_tokens or round(per_choice),
+                    latency_s=latency,
+                    top_logprobs=top if params.logprobs else None,
+                    reasoning=reasoning if isinstance(reasoning, str) else None,
+                )
+            )
         return out
 
     def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:

@@ -58,7 +58,9 @@ class ReplayBackend(Backend):
         self.model_name = model_name_or_path
         files = (replay or {}).get(split or "")
         if not files:
-            raise UserError(f"teacher.backend is 'replay' but teacher.replay has no files for split {split!r} (has: {', '.join(replay or {}) or 'none'})")
+            raise UserError(
+                f"teacher.backend is 'replay' but teacher.replay has no files for split {split!r} (has: {', '.join(replay or {}) or 'none'})"
+            )
         self.files = files
         self.positional, self.keyed = _load_files(files)
 
@@ -77,7 +79,9 @@ class ReplayBackend(Backend):
             missing = sorted(set(problem_ids) - {i for i, _ in self.keyed})
             extra = [] if first_rows else sorted({i for i, _ in self.keyed} - set(problem_ids))
             if missing or extra:
-                raise UserError(f"replay files {self.files}: {len(missing)} problem ids have no completion (e.g. {missing[:3]}), {len(extra)} rows match no problem (e.g. {extra[:3]})")
+                raise UserError(
+                    f"replay files {self.files}: {len(missing)} problem ids have no completion (e.g. {missing[:3]}), {len(extra)} rows match no problem (e.g. {extra[:3]})"
+                )
 
     def generate(self, requests: list[Request], params: SamplingParams) -> list[list[Completion]]:
         out = []
@@ -88,11 +92,11 @@ class ReplayBackend(Backend):
                     raise UserError("replay of JSON lists has one completion per problem: set generate.n: 1")
             else:
                 texts = []
+                keyed = self.keyed or {}  # None only when the files hold no completion at all
                 for s in range(params.n):
-                    if (r.id, s) not in self.keyed:
+                    if (r.id, s) not in keyed:
                         raise UserError(f"replay has no completion for id {r.id!r} sample {s} (generate.n is {params.n})")
-                    texts.append(self.keyed[(r.id, s)])
+                    texts.append(keyed[(r.id, s)])
             # Replayed text was not produced here: its finish reason and token counts are unknown.
             out.append([Completion(text=t, finish_reason="unknown", prompt_tokens=0, completion_tokens=0) for t in texts])
         return out
-

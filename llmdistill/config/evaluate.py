@@ -51,7 +51,9 @@ class EvaluateConfig(Section):
         other = {"transformers": {"gpu_memory_utilization", "max_model_len"}, "vllm": {"device"}}[self.backend]
         if not self.samples:  # greedy answers only
             other |= {"temperature", "top_p", "pass_k"}
-        self.refuse_unread("evaluate", set(type(self).model_fields) - other, f"with evaluate.backend {self.backend!r} and samples {self.samples}")
+        self.refuse_unread(
+            "evaluate", set(type(self).model_fields) - other, f"with evaluate.backend {self.backend!r} and samples {self.samples}"
+        )
         names = [b.name for b in self.baselines]
         if len(set(names)) != len(names) or set(names) & {"teacher", "student_init", "student"}:
             raise ValueError(f"evaluate.baselines names must be distinct and not teacher/student_init/student: {names}")

@@ -24,5 +24,9 @@ class ExportConfig(Section):
     @model_validator(mode="after")
     def _private_needs_a_push(self):
         if not self.push_to_hub:
-            self.refuse_unread("export", set(type(self).model_fields) - {"private"}, "without export.push_to_hub (it sets the visibility of the repo created there)")
+            self.refuse_unread(
+                "export",
+                set(type(self).model_fields) - {"private"},
+                "without export.push_to_hub (it sets the visibility of the repo created there)",
+            )
         return self

@@ -38,7 +38,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def _format_validation_error(e: ValidationError, model: type[BaseModel] = None) -> str:
+def _format_validation_error(e: ValidationError, model: type[BaseModel] | None = None) -> str:
     msgs = []
     for err in e.errors():
         loc = [str(p) for p in err["loc"]]
@@ -71,9 +71,10 @@ def _allowed_keys(section_path: list[str]) -> list[str]:
         if part.isdigit():  # an item of a list of sections
             continue
         field = model.model_fields.get(part)
-        model = section_model(field.annotation) if field is not None else None
-        if model is None:
+        section = section_model(field.annotation) if field is not None else None
+        if section is None:
             return []
+        model = section
     return list(model.model_fields)
 
 

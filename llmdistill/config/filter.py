@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
@@ -51,7 +51,9 @@ class FilterConfig(Section):
     """``order`` is the one switch: the filters that run, in that order. A filter with settings has
     a section of its own, read only when ``order`` lists the filter."""
 
-    order: list[Literal[tuple(FILTERS)]] = content(DEFAULT_ORDER)
+    # the built-in FILTERS, and a plugin's filters: names registered under the "llmdistill.filters"
+    # entry point, or "module:function" paths
+    order: list[str] = content(DEFAULT_ORDER)
     vote: VoteConfig = VoteConfig()
     length: LengthConfig = LengthConfig()
     degenerate: DegenerateConfig = DegenerateConfig()
@@ -63,6 +65,8 @@ class FilterConfig(Section):
     # decontaminate); the output is the same with any number. None: one fewer than the CPUs (at most
     # 4) for a traces file of 32 MiB or more, else 0 (all in one process).
     workers: int | None = operational(None, ge=0)
+    # a plugin filter's settings, by its name in ``order``: {name: {...}}, passed to it as ``options``
+    options: dict[str, dict[str, Any]] = content({})
 
     @model_validator(mode="before")
     @classmethod
@@ -71,8 +75,10 @@ class FilterConfig(Section):
         if isinstance(raw, dict):
             for name, section in raw.items():
                 if name in ("truncated", "correct", "dedup_exact") or (isinstance(section, dict) and "enabled" in section):
-                    raise ValueError(f"filter.{name}{'.enabled' if isinstance(section, dict) and 'enabled' in section else ''} was removed: "
-                                     f"a filter runs when filter.order lists it (default: {DEFAULT_ORDER}; vote and select run when listed)")
+                    raise ValueError(
+                        f"filter.{name}{'.enabled' if isinstance(section, dict) and 'enabled' in section else ''} was removed: "
+                        f"a filter runs when filter.order lists it (default: {DEFAULT_ORDER}; vote and select run when listed)"
+                    )
         return raw
 
     @staticmethod
@@ -99,12 +105,20 @@ class FilterConfig(Section):
     def _settings_of_filters_that_run(self):
         for name in SETTINGS:
             if name not in self.order:
-                getattr(self, name).refuse_unread(f"filter.{name}", set(), f"because filter.order does not list {name!r} (list it there to run the filter)")
+                getattr(self, name).refuse_unread(
+                    f"filter.{name}", set(), f"because filter.order does not list {name!r} (list it there to run the filter)"
+                )
         unread = set()
         if "correct" not in self.order:
             unread.add("keep_rationalized")
         if not set(self.order) & {"degenerate", "dedup_exact", "dedup_near", "decontaminate"}:
             unread.add("workers")
+        plugins = [n for n in self.order if n not in FILTERS]
+        stray = sorted(set(self.options) - set(plugins))
+        if stray:
+            raise ValueError(
+                f"filter.options.{stray[0]} is not read: filter.options holds the settings of the plugin filters in filter.order ({plugins or 'none'})"
+            )
         self.refuse_unread("filter", set(type(self).model_fields) - unread, f"with filter.order {self.order}")
         return self
 
@@ -115,4 +129,20 @@ class FilterConfig(Section):
             raise ValueError(f"filter.order lists a filter twice: {v}")
         if "parse" not in v:
             raise ValueError("filter.order must include 'parse': every later filter needs a parsed answer")
+        from llmdistill.errors import UserError
+        from llmdistill.plugins import is_path, load, names
+
+        for name in v:
+            if name in FILTERS:
+                continue
+            if not is_path(name) and name not in names("filter"):
+                plugins = f"; plugins: {', '.join(names('filter'))}" if names("filter") else ""
+                raise ValueError(
+                    f"filter.order: unknown filter {name!r} (built in: {', '.join(FILTERS)}{plugins}; or a 'module:function' path)"
+                )
+            try:
+                if not callable(load("filter", name)):
+                    raise ValueError(f"filter {name!r} is not a function judge(rows, options)")
+            except UserError as e:
+                raise ValueError(str(e)) from None
         return v

@@ -1,23 +1,23 @@
-"""The whole run config (one section per stage) and the stage hashes that decide what is complete."""
+"""The whole run config: one section per stage, and the checks that span sections."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from pydantic import field_validator, model_validator
 
 from llmdistill.config.base import Section, operational
+from llmdistill.config.data import DataConfig
 from llmdistill.config.evaluate import EvaluateConfig
 from llmdistill.config.export import ExportConfig
 from llmdistill.config.filter import FilterConfig
-from llmdistill.config.generate import DataConfig, GenerateConfig, ModelConfig
+from llmdistill.config.generate import GenerateConfig
+from llmdistill.config.teacher import TeacherConfig
 from llmdistill.config.train import KDConfig, StudentConfig, TrainConfig
 
 
 class Config(Section):
     output_dir: str = operational()
     data: DataConfig
-    teacher: ModelConfig
+    teacher: TeacherConfig
     generate: GenerateConfig = GenerateConfig()
     filter: FilterConfig = FilterConfig()
     student: StudentConfig = StudentConfig()
@@ -36,29 +36,37 @@ class Config(Section):
             if self.train.packing:
                 raise ValueError("kd.method 'offline_topk' does not combine with train.packing")
             if self.train.thinking == "drop":
-                raise ValueError("kd.method 'offline_topk' trains on the teacher's own tokens, thinking included: train.thinking 'drop' cannot apply")
+                raise ValueError(
+                    "kd.method 'offline_topk' trains on the teacher's own tokens, thinking included: train.thinking 'drop' cannot apply"
+                )
         return self
 
     @model_validator(mode="after")
     def _save_steps_are_read(self):
         t = self.train
         if t.validation_fraction and t.save_steps and self.kd.method != "on_policy":
-            raise ValueError(f"train.save_steps is not read with train.validation_fraction: the SFT phase saves a checkpoint at every "
-                             f"train.eval_steps ({t.eval_steps}), the candidates for the best one (and a rerun resumes from them); remove train.save_steps")
+            raise ValueError(
+                f"train.save_steps is not read with train.validation_fraction: the SFT phase saves a checkpoint at every "
+                f"train.eval_steps ({t.eval_steps}), the candidates for the best one (and a rerun resumes from them); remove train.save_steps"
+            )
         return self
 
     @model_validator(mode="after")
     def _ray_llm_is_for_vllm(self):
         if self.generate.ray.processor == "ray_llm" and self.teacher.backend != "vllm":
-            raise ValueError(f"generate.ray.processor 'ray_llm' is Ray's vLLM batch API: it needs teacher.backend 'vllm' "
-                             f"(not {self.teacher.backend!r}); other backends run in the actor pool (processor: actor_pool)")
+            raise ValueError(
+                f"generate.ray.processor 'ray_llm' is Ray's vLLM batch API: it needs teacher.backend 'vllm' "
+                f"(not {self.teacher.backend!r}); other backends run in the actor pool (processor: actor_pool)"
+            )
         return self
 
     @model_validator(mode="after")
     def _samples_need_samplers(self):
         if self.evaluate.samples and "teacher" in self.evaluate.models and self.teacher.backend == "replay":
-            raise ValueError("evaluate.samples asks every model for sampled answers, but a replayed teacher has only its recorded "
-                             "completions: set evaluate.samples: 0 or remove 'teacher' from evaluate.models")
+            raise ValueError(
+                "evaluate.samples asks every model for sampled answers, but a replayed teacher has only its recorded "
+                "completions: set evaluate.samples: 0 or remove 'teacher' from evaluate.models"
+            )
         return self
 
     def student_task(self) -> str:
@@ -79,16 +87,3 @@ class Config(Section):
         if len(set(v.models)) != len(v.models):
             raise ValueError(f"evaluate.models lists a model twice: {v.models}")
         return v
-
-    def stage_hash(self, stage: str) -> str:
-        """Hash of the content settings the stage's output depends on (its own section and upstream);
-        operational settings (batch sizes, timeouts, logging...) never change it."""
-        from llmdistill.identity import content_hash
-
-        return content_hash(self, stage)
-
-    def stage_dir(self, stage: str) -> Path:
-        return Path(self.output_dir) / stage
-
-
-STAGES = ["generate", "filter", "train", "evaluate"]

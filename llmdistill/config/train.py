@@ -8,6 +8,13 @@ from pydantic import model_validator
 
 from llmdistill.config.base import Section, content, operational
 
+# transformers' trackers (transformers.integrations.integration_utils.INTEGRATION_TO_CALLBACK; a test
+# checks the two agree)
+REPORTERS = (
+    "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow", "neptune", "swanlab",
+    "tensorboard", "trackio", "wandb",
+)  # fmt: skip
+
 
 class StudentConfig(Section):
     """The student: a pretrained model, or a depth-pruned copy of the teacher.
@@ -31,7 +38,9 @@ class StudentConfig(Section):
         if self.init == "pretrained" and not self.model_name_or_path:
             raise ValueError("student.model_name_or_path is required when student.init is 'pretrained'")
         if self.init == "pretrained":
-            self.refuse_unread("student", {"init", "model_name_or_path"}, "with student.init 'pretrained' (keep_layers prunes a copy: init 'pruned')")
+            self.refuse_unread(
+                "student", {"init", "model_name_or_path"}, "with student.init 'pretrained' (keep_layers prunes a copy: init 'pruned')"
+            )
         return self
 
 
@@ -92,6 +101,10 @@ class TrainConfig(Section):
     lr_scheduler_type: str = content("linear")
     weight_decay: float = content(0.0)
     logging_steps: int = operational(5, ge=1)
+    # Where training metrics also go, as transformers names the trackers (tensorboard, wandb, trackio,
+    # mlflow, ...; its package installed). Default none: metrics stay in train/stats.json. Tensorboard
+    # writes under train/checkpoints/runs/; the others where their own settings say (e.g. WANDB_DIR).
+    report_to: list[Literal[REPORTERS]] = operational([])  # type: ignore[valid-type]
     seed: int = content(0)
     # Checkpoint selection on held-out training problems (never the test split): a fraction of the
     # problems, split by problem id, evaluated every eval_steps; the best eval loss is kept.
@@ -132,8 +145,12 @@ class TrainConfig(Section):
             unread |= {"eval_steps", "select_on"}
         if self.select_on == "loss":
             unread |= {"eval_max_new_tokens"}
-        self.refuse_unread("train", set(type(self).model_fields) - unread, f"with these train settings (mode {self.mode!r}, "
-                           f"label_source {self.label_source!r}, validation_fraction {self.validation_fraction})")
+        self.refuse_unread(
+            "train",
+            set(type(self).model_fields) - unread,
+            f"with these train settings (mode {self.mode!r}, "
+            f"label_source {self.label_source!r}, validation_fraction {self.validation_fraction})",
+        )
         return self
 
 
@@ -166,14 +183,33 @@ class KDConfig(Section):
         reads = {"method"} | READ_BY_KD_METHOD[self.method]
         if self.generation == "vllm":
             reads |= {"vllm_mode", "vllm_gpu_memory_utilization"} if self.vllm_mode == "colocate" else {"vllm_mode", "vllm_server_base_url"}
-        self.refuse_unread("kd", reads, f"with kd.method {self.method!r}" + (
-            " (offline_topk trains with the train section's learning rate, steps and batch size)" if self.method == "offline_topk" else ""))
+        self.refuse_unread(
+            "kd",
+            reads,
+            f"with kd.method {self.method!r}"
+            + (
+                " (offline_topk trains with the train section's learning rate, steps and batch size)"
+                if self.method == "offline_topk"
+                else ""
+            ),
+        )
         return self
 
 
 READ_BY_KD_METHOD = {
     "none": set(),
-    "on_policy": {"teacher", "after_sft", "beta", "temperature", "max_new_tokens", "learning_rate", "num_train_epochs", "max_steps",
-                  "per_device_train_batch_size", "gradient_accumulation_steps", "generation"},
+    "on_policy": {
+        "teacher",
+        "after_sft",
+        "beta",
+        "temperature",
+        "max_new_tokens",
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "generation",
+    },
     "offline_topk": {"lam"},
 }

@@ -1,0 +1,1 @@
+"""An example llmdistill plugin: a backend, a checker and a filter (see pyproject.toml)."""

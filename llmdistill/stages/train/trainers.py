@@ -1,0 +1,273 @@
+"""TRL ``SFTTrainer`` subclasses for the objectives plain SFT cannot express.
+
+- ``StepByStepTrainer``: batches carry each example's task; the loss is
+  ``alpha * mean(label example losses) + (1 - alpha) * mean(rationale example losses)``, and a
+  sampler keeps the label and rationale examples of one trace in the same batch.
+- ``TopKDistillTrainer``: pre-tokenized teacher tokens with the teacher's top-k logprobs at each
+  completion position; the loss is ``(1 - lam) * CE + lam * KL(teacher top-k || student)``.
+
+Both compute a per-micro-batch mean and leave gradient accumulation to ``Trainer`` (which divides
+by the accumulation steps when ``model_accepts_loss_kwargs`` is off).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+from transformers import TrainerCallback
+
+from llmdistill.config import Config
+from llmdistill.records import TrainExample
+from llmdistill.stages.train.args import lora_config, sft_config, trl_class
+from llmdistill.stages.train.losses import answer_first_loss, per_example_mean, step_by_step_loss, topk_kl
+from llmdistill.stages.train.monitor import Monitored, ValidationSet
+
+SFTTrainer: Any = trl_class("SFTTrainer")  # imported at run time: a base class mypy cannot see
+
+
+class CurrentCadence(TrainerCallback):
+    """On resume, transformers restores logging/eval/save steps from the checkpoint's state: put
+    back the current run's (they are operational settings, free to change between runs)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        state.compute_steps(args, state.max_steps)
+
+
+class GroupSampler(Sampler):
+    """Shuffles groups (the examples of one trace), keeping each group's examples consecutive.
+
+    With complete (label, rationale) pairs and a batch of whole pairs every batch holds whole
+    problems; a trace with one example (no rationale, or one dropped by the preflight) shifts the
+    pairs after it. With ``lengths`` and ``groups_per_batch``, groups of similar length are batched
+    together (as HF's length-grouped sampler does: shuffled, then sorted by length within
+    mega-batches of 50 batches), which cuts padding. The order depends on the seed and the epoch
+    (``set_epoch``), so a resumed run replays the same order.
+    """
+
+    def __init__(self, groups: list[int], seed: int, lengths: list[int] | None = None, groups_per_batch: int = 1):
+        self.groups, self.seed, self.epoch = groups, seed, 0
+        order: dict[int, list[int]] = {}
+        for i, g in enumerate(groups):
+            order.setdefault(g, []).append(i)
+        self.members = list(order.values())
+        self.group_len = [max(lengths[i] for i in m) for m in self.members] if lengths else None
+        self.mega = 50 * groups_per_batch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        order = list(range(len(self.members)))
+        rng.shuffle(order)
+        if self.group_len is not None:
+            chunks = [order[i : i + self.mega] for i in range(0, len(order), self.mega)]
+            order = [g for chunk in chunks for g in sorted(chunk, key=lambda g: -self.group_len[g])]
+        return iter([i for g in order for i in self.members[g]])
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+class ExtraFieldsCollator:
+    """Wraps TRL's collator: pops per-example fields it does not know and adds them back as tensors."""
+
+    def __init__(self, base, scalars: tuple[str, ...] = (), sequences: dict[str, float] | None = None):
+        self.base, self.scalars, self.sequences = base, scalars, sequences or {}
+
+    def __call__(self, examples: list[dict]) -> dict:
+        extra = {k: [e.pop(k) for e in examples] for k in (*self.scalars, *self.sequences) if k in examples[0]}
+        batch = self.base(examples)
+        for k in self.scalars:
+            if k in extra:
+                batch[k] = torch.tensor(extra[k])
+        length = batch["input_ids"].shape[1]
+        for k, pad in self.sequences.items():
+            if k in extra:
+                rows = [torch.tensor(v, dtype=torch.float32 if isinstance(pad, float) else torch.long) for v in extra[k]]
+                width = max(r.shape[-1] for r in rows)
+                out = torch.full((len(rows), length, width), pad, dtype=rows[0].dtype)
+                for i, r in enumerate(rows):
+                    out[i, : r.shape[0], : r.shape[-1]] = r[:length]
+                batch[k] = out
+        return batch
+
+
+class MonitoredSFTTrainer(Monitored, SFTTrainer):
+    """TRL's SFTTrainer, counting what it trains on, with validation accuracy when asked."""
+
+
+class _CustomLossTrainer(Monitored, SFTTrainer):
+    EXTRA_COLUMNS: tuple[str, ...] = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False  # our loss is a per-micro-batch mean: let Trainer scale for accumulation
+        self.data_collator = self._wrap_collator(self.data_collator)
+
+    def _wrap_collator(self, base):
+        return base
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *self.EXTRA_COLUMNS]))
+
+    def _record(self, name: str, value: torch.Tensor | None) -> None:
+        if value is not None:
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode][name].append(value.detach().float().item())
+
+
+class StepByStepTrainer(_CustomLossTrainer):
+    """Multi-task loss of Distilling Step-by-Step for a causal LM (label and rationale tasks)."""
+
+    EXTRA_COLUMNS = ("task", "group")
+
+    def __init__(self, *args, alpha: float, group_by_length: bool = False, **kwargs):
+        self.alpha, self.group_by_length = alpha, group_by_length
+        super().__init__(*args, **kwargs)
+
+    def _wrap_collator(self, base):
+        return ExtraFieldsCollator(base, scalars=("task", "group"))
+
+    def _get_train_sampler(self, dataset=None):
+        dataset = dataset if dataset is not None else self.train_dataset
+        lengths = [len(x) for x in dataset["input_ids"]] if self.group_by_length else None
+        return GroupSampler(
+            list(dataset["group"]), self.args.seed, lengths, groups_per_batch=max(1, self.args.per_device_train_batch_size // 2)
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        task = inputs.pop("task")
+        inputs.pop("group", None)
+        outputs = model(**inputs, fused_lm_head=True, use_cache=False)
+        example_loss = per_example_mean(-outputs.log_probs, outputs.label_mask)
+        loss = step_by_step_loss(example_loss, task, self.alpha)
+        for task_id, name in ((0, "label_loss"), (1, "rationale_loss")):
+            chosen = task == task_id
+            self._record(name, example_loss[chosen].mean() if chosen.any() else None)
+        return (loss, outputs) if return_outputs else loss
+
+
+class AnswerFirstTrainer(_CustomLossTrainer):
+    """Step-by-step in one sequence per problem (``train.layout: answer_first``): the answer's
+    tokens and the rationale's are weighed as two tasks, ``alpha`` and ``1 - alpha``."""
+
+    EXTRA_COLUMNS = ("answer_len",)
+    default_task = "answer_rationale"
+
+    def __init__(self, *args, alpha: float, **kwargs):
+        self.alpha = alpha
+        super().__init__(*args, **kwargs)
+
+    def _wrap_collator(self, base):
+        return ExtraFieldsCollator(base, scalars=("answer_len",))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        answer_len = inputs.pop("answer_len")
+        outputs = model(**inputs, fused_lm_head=True, use_cache=False)
+        loss = answer_first_loss(outputs.log_probs, outputs.label_mask, answer_len, self.alpha)
+        self._record("answer_first_loss", loss)
+        return (loss, outputs) if return_outputs else loss
+
+
+class TopKDistillTrainer(_CustomLossTrainer):
+    """SFT on the teacher's own tokens plus KL to its stored top-k next-token distributions."""
+
+    EXTRA_COLUMNS = ("teacher_ids", "teacher_logprobs")
+
+    def __init__(self, *args, lam: float, **kwargs):
+        self.lam = lam
+        super().__init__(*args, **kwargs)
+
+    def _wrap_collator(self, base):
+        return ExtraFieldsCollator(base, sequences={"teacher_ids": -1, "teacher_logprobs": 0.0})
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        teacher_ids, teacher_logprobs = inputs.pop("teacher_ids"), inputs.pop("teacher_logprobs")
+        labels = inputs.pop("labels")
+        outputs = model(**inputs, use_cache=False)
+        logits = outputs.logits[:, :-1]
+        target = labels[:, 1:]
+        mask = target != -100
+        ce = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), ignore_index=-100, reduction="none"
+        )
+        ce = ce.view(target.shape)
+        ce_mean = (ce * mask).sum() / mask.sum().clamp(min=1)
+        ids, lps = teacher_ids[:, 1:], teacher_logprobs[:, 1:]
+        has_teacher = (ids >= 0).any(-1) & mask
+        kl = topk_kl(logits, ids, lps)
+        kl_mean = (kl * has_teacher).sum() / has_teacher.sum().clamp(min=1)
+        loss = (1 - self.lam) * ce_mean + self.lam * kl_mean
+        self._record("ce_loss", ce_mean)
+        self._record("topk_kl", kl_mean)
+        return (loss, outputs) if return_outputs else loss
+
+
+def _rows(examples: list[TrainExample], split: str, with_task: bool) -> list[dict]:
+    rows: list[dict] = []
+    groups: dict[tuple[str, int], int] = {}
+    for e in examples:
+        if e.split != split:
+            continue
+        row: dict[str, str | int] = {"prompt": e.prompt, "completion": e.completion}
+        if with_task:
+            row["task"] = 0 if e.task == "label" else 1
+            row["group"] = groups.setdefault((e.id, e.sample), len(groups))
+        rows.append(row)
+    return rows
+
+
+def _dataset(rows: list[dict]):
+    import datasets
+
+    return datasets.Dataset.from_list(rows) if rows else None
+
+
+def make_trainer(
+    cfg: Config,
+    student_path: str,
+    examples: list[TrainExample],
+    output_dir: str,
+    tokenized: list[dict] | None = None,
+    validation: ValidationSet | None = None,
+):
+    """The trainer for ``train.mode`` / ``kd.method``: plain SFT (label, cot), the step-by-step
+    trainer, or over pre-tokenized rows (``tokenized``) the offline top-k or answer-first trainer;
+    ``validation`` for checkpoint selection on accuracy."""
+    from transformers import AutoModelForCausalLM
+
+    from llmdistill.backends.transformers import load_tokenizer
+
+    tokenizer = load_tokenizer(student_path)
+    model = AutoModelForCausalLM.from_pretrained(student_path, dtype="float32")
+    if tokenized is not None:
+        train_rows = [r for r, e in zip(tokenized, examples) if e.split == "train"]
+        eval_rows = [r for r, e in zip(tokenized, examples) if e.split == "validation"]
+    else:
+        with_task = cfg.train.mode == "step_by_step"
+        train_rows, eval_rows = _rows(examples, "train", with_task), _rows(examples, "validation", with_task)
+    kwargs = dict(
+        model=model,
+        args=sft_config(cfg, output_dir, bool(eval_rows)),
+        train_dataset=_dataset(train_rows),
+        eval_dataset=_dataset(eval_rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),
+    )
+    if tokenized is not None and cfg.kd.method == "offline_topk":
+        trainer = TopKDistillTrainer(**kwargs, lam=cfg.kd.lam)
+    elif tokenized is not None:
+        trainer = AnswerFirstTrainer(**kwargs, alpha=cfg.train.alpha)
+    elif cfg.train.mode == "step_by_step":
+        trainer = StepByStepTrainer(**kwargs, alpha=cfg.train.alpha, group_by_length=cfg.train.group_by_length)
+    else:
+        trainer = MonitoredSFTTrainer(**kwargs)
+        trainer.default_task = cfg.train.mode
+    trainer.validation = validation
+    return trainer
