@@ -22,14 +22,14 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(vocab_size: int = 400):
+def build_tokenizer(vocab_size: int = 400, corpus: list[str] | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    corpus = [(ROOT / "prompts" / "arithmetic_cot.yaml").read_text(), (ROOT / "data" / "quickstart" / "train.jsonl").read_text()]
+    corpus = corpus or [(ROOT / "prompts" / "arithmetic_cot.yaml").read_text(), (ROOT / "data" / "quickstart" / "train.jsonl").read_text()]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
@@ -43,12 +43,12 @@ def build_tokenizer(vocab_size: int = 400):
     return fast
 
 
-def save_tiny_llama(out: Path, hidden: int, layers: int, heads: int, kv_heads: int) -> str:
-    """A randomly initialised Llama of the given shape and the test tokenizer, saved to ``out``."""
+def save_tiny_llama(out: Path, hidden: int, layers: int, heads: int, kv_heads: int, tokenizer=None) -> str:
+    """A randomly initialised Llama of the given shape and the test tokenizer (or ``tokenizer``), saved to ``out``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = build_tokenizer()
+    tok = tokenizer or build_tokenizer()
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tok),

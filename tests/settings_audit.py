@@ -314,6 +314,7 @@ class Harness:
         import llmdistill.stages.generate.ray_llm as generate_ray_llm
         import llmdistill.stages.train.args as args
         import llmdistill.stages.train.checkpoints as checkpoints
+        import llmdistill.stages.train.onpolicy as onpolicy
         import llmdistill.stages.train.sft as sft
 
         h = self
@@ -359,6 +360,12 @@ class Harness:
             return {"steps": 0, "train_loss": 0.0, "log_history": []}
 
         patch_everywhere(self.mp, checkpoints.train_and_save, train_and_save)
+
+        def served_teacher(server):  # the teacher's server: what the client is built with
+            self.record("teacher_server", {k: getattr(server, k) for k in type(server).model_fields if k != "top_k"})
+            return type("FakeServer", (), {"concurrency": server.concurrency})()
+
+        self.mp.setattr(onpolicy, "served_teacher", served_teacher)
         self.mp.setattr(sft, "probe_seconds_per_token", lambda trainer, n=4: self.record("preflight_probe") or 1e-6)
         original_pool = filter_pool.FeaturePool
 
@@ -510,6 +517,12 @@ def audit(h: Harness, contexts: list[Context], only: str | None = None) -> list[
                 continue
             if path.startswith("train.lora.") and not get_path(ctx.raw, "train.lora"):
                 continue
+            if (
+                path.startswith("kd.teacher_server.")
+                and get_path(ctx.raw, "kd.method") == "on_policy"
+                and not get_path(ctx.raw, "kd.teacher_server")
+            ):
+                continue  # the server's settings, checked in the context with a teacher on a server
             current = get_path(base_cfg.model_dump(mode="json"), path)
             verdict, tried, refusals = None, [], []
             for value in candidates(path, info, current, h.special):

@@ -171,6 +171,12 @@ def contexts(base: dict, tiny_model: str) -> list[Context]:
         _ctx(base, "on-policy KD", stages=["generate", "filter", "train"], kd={"method": "on_policy", "max_steps": 1, "max_new_tokens": 4}),
         _ctx(
             base,
+            "on-policy KD, teacher on a server",
+            stages=["generate", "filter", "train"],
+            kd={"method": "on_policy", "max_steps": 1, "max_new_tokens": 4, "teacher_server": {"base_url": "http://127.0.0.1:9/v1"}},
+        ),
+        _ctx(
+            base,
             "offline top-k KD",
             stages=["generate", "filter", "train"],
             generate={"logprobs": 3},

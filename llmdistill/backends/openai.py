@@ -76,10 +76,13 @@ class OpenAIBackend(Backend):
         self.base_url = self.endpoints[0].url
         self._lock, self._next = threading.Lock(), 0
 
-    def _pick(self) -> Endpoint:
-        """The next endpoint in rotation (round robin over those still in it)."""
+    def _pick(self, avoid: Endpoint | None = None) -> Endpoint:
+        """The next endpoint in rotation (round robin over those still in it); a retry goes to
+        another endpoint than the one that just failed it, when there is another."""
         with self._lock:
             live = [e for e in self.endpoints if e.in_rotation] or self.endpoints
+            if avoid is not None and len(live) > 1:
+                live = [e for e in live if e is not avoid]
             e = live[self._next % len(live)]
             self._next += 1
             e.requests += 1
@@ -132,18 +135,19 @@ class OpenAIBackend(Backend):
                 body["logprobs"] = params.logprobs
         return body
 
-    def _post(self, body: dict) -> dict:
+    def _post(self, body: dict, api: str | None = None) -> dict:
         """The reply to ``body``, checked by ``check_reply``; retryable failures are retried, each
-        attempt on the next endpoint in rotation."""
-        path = "/chat/completions" if self.api == "chat" else "/completions"
-        last = ""
+        attempt on the next endpoint in rotation. ``api``: the endpoint, if not ``teacher.api``'s."""
+        api = api or self.api
+        path = "/chat/completions" if api == "chat" else "/completions"
+        last, failed = "", None
         for attempt in range(self.max_retries + 1):
             wait = None
-            e = self._pick()
+            e = self._pick(avoid=failed)
             try:
                 resp = e.client.post(path, json=body)
                 if resp.status_code == 200:
-                    reply = check_reply(resp, body["n"], self.api)
+                    reply = check_reply(resp, body["n"], api)
                     if isinstance(reply, dict):
                         e.consecutive_failures = 0
                         return reply
@@ -157,6 +161,7 @@ class OpenAIBackend(Backend):
             except (httpx.TransportError, httpx.DecodingError) as err:  # timeouts, dropped connections, mangled bodies
                 last = one_line(f"{type(err).__name__}: {err}")
             self._failed(e)
+            failed = e
             if attempt == self.max_retries:
                 break
             wait = wait if wait is not None else min(self.MAX_BACKOFF_S, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
@@ -164,6 +169,40 @@ class OpenAIBackend(Backend):
             time.sleep(wait)
         where = self.base_url if len(self.endpoints) == 1 else f"{e.url} (last of {len(self.endpoints)} endpoints)"
         raise BackendError(f"{where}{path} failed after {self.max_retries} retries: {last}")
+
+    def served_model(self) -> str:
+        """The name the server serves its (first) model under (``GET /models``)."""
+        e = self._pick()
+        try:
+            resp = e.client.get("/models")
+            resp.raise_for_status()
+            return resp.json()["data"][0]["id"]
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as err:
+            raise BackendError(f"{e.url}/models: no served model ({one_line(f'{type(err).__name__}: {err}')})") from None
+
+    def prompt_logprobs(self, token_ids: list[int], top_k: int) -> list[dict[int, float] | None]:
+        """The server's top-``top_k`` log-probabilities at every position of ``token_ids`` (vLLM's
+        ``prompt_logprobs`` on the completions endpoint): entry ``j`` is the distribution that
+        predicts token ``j`` from the tokens before it (``{id: logprob}``, by rank), entry 0 None.
+        Retried and failing like every request of this backend."""
+        body = {"model": self.model_name, "prompt": token_ids, "max_tokens": 1, "temperature": 0.0, "n": 1, "prompt_logprobs": top_k}
+        choice = self._post(body, api="completions")["choices"][0]
+        entries = choice.get("prompt_logprobs")
+        if not isinstance(entries, list) or len(entries) != len(token_ids):
+            got = "none" if not isinstance(entries, list) else f"{len(entries)} entries"
+            raise BackendError(
+                f"{self.base_url}/completions returned {got} of prompt_logprobs for {len(token_ids)} tokens (a vLLM server returns one per token)"
+            )
+        out: list[dict[int, float] | None] = []
+        for entry in entries:
+            if entry is None:
+                out.append(None)
+                continue
+            ranked = sorted(
+                ((v["rank"], int(t), float(v["logprob"])) for t, v in entry.items() if v.get("rank") is not None and v["rank"] <= top_k)
+            )
+            out.append({t: lp for _, t, lp in ranked})
+        return out
 
     def _one(self, request: Request, params: SamplingParams) -> list[Completion]:
         t0 = time.perf_counter()

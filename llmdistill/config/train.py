@@ -154,13 +154,32 @@ class TrainConfig(Section):
         return self
 
 
+class TeacherServerConfig(Section):
+    """On-policy distillation from a teacher on its own server: vLLM's OpenAI-compatible server
+    (``vllm serve TEACHER --max-logprobs K``) scores the student's completions with its top-k
+    log-probabilities per token (``prompt_logprobs``). Requests fail, retry and back off as the
+    ``openai`` backend's do."""
+
+    base_url: str = operational("http://127.0.0.1:8000/v1")  # the server's OpenAI-compatible URL
+    top_k: int = content(20, ge=1)  # teacher log-probabilities per token (at most the server's --max-logprobs, vLLM's default 20)
+    api_key_env: str | None = operational("OPENAI_API_KEY")
+    concurrency: int = operational(8, ge=1)  # sequences scored at once
+    timeout_s: float = operational(120.0, gt=0)
+    max_retries: int = operational(6, ge=0)
+    backoff_s: float = operational(1.0, ge=0)
+
+
 class KDConfig(Section):
     """Logit distillation: on-policy (TRL ``DistillationTrainer``) or offline on stored top-k logprobs."""
 
     # on_policy: the student generates, the teacher scores every token, generalized JSD with beta;
     # offline_topk: SFT on the teacher's own tokens with (1 - lam) * CE + lam * KL(teacher top-k || student).
     method: Literal["none", "on_policy", "offline_topk"] = content("none")
-    teacher: str | None = content(None)  # on_policy: the scoring teacher (default teacher.model_name_or_path; same vocabulary)
+    # on_policy: the scoring teacher (default teacher.model_name_or_path): one with the student's
+    # tokenizer (padded embedding rows included), or another tokenizer (aligned by text, GOLD's ULD).
+    # With teacher_server: where the served teacher's tokenizer loads from.
+    teacher: str | None = content(None)
+    teacher_server: TeacherServerConfig | None = None  # on_policy: the teacher on a server instead of in this process
     after_sft: bool = content(True)  # on_policy: run after the SFT of train.mode (False: instead of it)
     beta: float = content(0.5, ge=0, le=1)  # 0: forward KL, 0.5: JSD, 1: reverse KL
     temperature: float = content(1.0, gt=0)
@@ -171,6 +190,9 @@ class KDConfig(Section):
     per_device_train_batch_size: int = content(4, ge=1)
     gradient_accumulation_steps: int = content(1, ge=1)
     lam: float = content(0.5, ge=0, le=1)  # offline_topk: weight of the KL term
+    # on_policy with a teacher of another tokenizer (GOLD): besides ULD's sorted-probability distance,
+    # a generalized JSD (beta) on the tokens both vocabularies spell the same way
+    uld_hybrid: bool = content(True)
     # on_policy: the engine that writes the student's completions. vllm (a GPU): TRL's vLLM integration,
     # colocated with training or a `trl vllm-serve` server at vllm_server_base_url.
     generation: Literal["transformers", "vllm"] = operational("transformers")
@@ -181,6 +203,11 @@ class KDConfig(Section):
     @model_validator(mode="after")
     def _read_by_the_method(self):
         reads = {"method"} | READ_BY_KD_METHOD[self.method]
+        if self.method == "on_policy" and self.teacher_server is not None and self.temperature != 1.0:
+            raise ValueError(
+                "kd.temperature is not read with kd.teacher_server: the server scores at temperature 1 "
+                "(vLLM's prompt log-probabilities ignore sampling settings); remove it or use an in-process teacher"
+            )
         if self.generation == "vllm":
             reads |= {"vllm_mode", "vllm_gpu_memory_utilization"} if self.vllm_mode == "colocate" else {"vllm_mode", "vllm_server_base_url"}
         self.refuse_unread(
@@ -210,6 +237,8 @@ READ_BY_KD_METHOD = {
         "per_device_train_batch_size",
         "gradient_accumulation_steps",
         "generation",
+        "teacher_server",
+        "uld_hybrid",
     },
     "offline_topk": {"lam"},
 }

@@ -10,13 +10,14 @@ from tests.fake_openai import FakeOpenAIServer
 
 @pytest.fixture
 def server():
-    s = FakeOpenAIServer()
+    s = FakeOpenAIServer(hang_s=4.0)  # "slow" answers well past the client's timeout, whatever the load
     yield s
     s.httpd.shutdown()
 
 
 def backend(server, **kw):
-    return OpenAIBackend("teacher-x", base_url=server.url, timeout_s=0.3, backoff_s=0.01, **kw)
+    # a healthy reply comes in milliseconds; 1 s leaves room for a loaded CI machine (a 0.3 s timeout once flaked)
+    return OpenAIBackend("teacher-x", base_url=server.url, timeout_s=1.0, backoff_s=0.01, **kw)
 
 
 REQ = [Request(id="p1", index=0, prompt=[{"role": "user", "content": "Q: one?"}], seed=5)]
@@ -148,7 +149,7 @@ def test_requests_rotate_over_several_endpoints_and_a_failing_one_leaves_the_rot
     healthy, broken = FakeOpenAIServer(), FakeOpenAIServer()
     broken.faults = ["500"] * 1000
     try:
-        b = OpenAIBackend("teacher-x", base_url=[broken.url, healthy.url], timeout_s=0.3, backoff_s=0.0, concurrency=1)
+        b = OpenAIBackend("teacher-x", base_url=[broken.url, healthy.url], timeout_s=5.0, backoff_s=0.0, concurrency=1)
         reqs = [Request(id=f"p{i}", index=i, prompt=[{"role": "user", "content": f"Q: {i}?"}], seed=i) for i in range(20)]
         out = b.generate(reqs, SamplingParams(n=1, max_new_tokens=8))
         assert [o[0].text for o in out] == [f"sample 0 for Q: {i}?" for i in range(20)]
@@ -171,7 +172,7 @@ def test_half_failing_endpoint_beside_a_healthy_one_completes_the_run():
     healthy, flaky = FakeOpenAIServer(), FakeOpenAIServer()
     flaky.faults = ["503", None] * 50
     try:
-        b = OpenAIBackend("teacher-x", base_url=[flaky.url, healthy.url], timeout_s=0.3, backoff_s=0.0, concurrency=4)
+        b = OpenAIBackend("teacher-x", base_url=[flaky.url, healthy.url], timeout_s=5.0, backoff_s=0.0, concurrency=4)
         reqs = [Request(id=f"p{i}", index=i, prompt=[{"role": "user", "content": f"Q: {i}?"}], seed=i) for i in range(30)]
         out = b.generate(reqs, SamplingParams(n=2, max_new_tokens=8))
         assert all(len(o) == 2 for o in out) and out[7][1].text == "sample 1 for Q: 7?"

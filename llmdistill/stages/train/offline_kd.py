@@ -11,7 +11,7 @@ from llmdistill.errors import UserError
 from llmdistill.prompts import answer_stops, load_prompt
 from llmdistill.records import FilteredTrace, TrainExample
 from llmdistill.stages.train.examples import preflight
-from llmdistill.stages.train.vocab import check_same_vocab
+from llmdistill.stages.train.vocab import vocab_pair
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,13 @@ def one_answer(completion: str, stop: list[str]) -> str:
 def tokenize_with_teacher(cfg: Config, traces: list[FilteredTrace], examples: list[TrainExample], tokenizer, student_path: str):
     """(examples, rows, preflight report): rows hold input_ids, labels (prompt masked) and the
     teacher's top-k ids/logprobs aligned with the token each position predicts."""
-    check_same_vocab(student_path, cfg.teacher.model_name_or_path)  # the model whose logprobs were stored
+    pair = vocab_pair(student_path, cfg.teacher.model_name_or_path)  # the model whose logprobs were stored
+    if pair.kind == "cross":
+        raise UserError(
+            f"kd.method 'offline_topk' with {pair.describe()}: the stored top-k are the teacher's token ids at the teacher's "
+            "positions, which the student's tokenizer splits differently, so there is no distribution per student token to "
+            "match; use kd.method on_policy (GOLD's ULD aligns the tokenizations by text) or a student with the teacher's tokenizer"
+        )
     examples, report = preflight(cfg, examples, tokenizer)
     by_key = {(t.id, t.sample): t for t in traces}
     stop = answer_stops(load_prompt(cfg.data.prompt), cfg.data)
@@ -84,5 +90,11 @@ def tokenize_with_teacher(cfg: Config, traces: list[FilteredTrace], examples: li
         log.warning("offline_topk: %d traces have no stored token ids/logprobs and are not trained on", skipped)
     if not rows:
         raise UserError("kd.method 'offline_topk': no kept trace has stored top-k logprobs (set generate.logprobs and regenerate)")
-    report["offline_topk"] = {"examples": len(rows), "without_logprobs": skipped, "k": max(len(r["teacher_ids"][0]) for r in rows)}
+    report["offline_topk"] = {
+        "examples": len(rows),
+        "without_logprobs": skipped,
+        "k": max(len(r["teacher_ids"][0]) for r in rows),
+        "pair": pair.kind,
+        "shared_ids": pair.shared,
+    }
     return kept, rows, report

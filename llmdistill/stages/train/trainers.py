@@ -181,8 +181,12 @@ class TopKDistillTrainer(_CustomLossTrainer):
     EXTRA_COLUMNS = ("teacher_ids", "teacher_logprobs")
 
     def __init__(self, *args, lam: float, **kwargs):
+        from llmdistill.stages.train.vocab import token_ids
+
         self.lam = lam
         super().__init__(*args, **kwargs)
+        # the tokenizer's ids (the teacher shares them): rows past them are padding, left out of the KL
+        self.shared = token_ids(self.processing_class)
 
     def _wrap_collator(self, base):
         return ExtraFieldsCollator(base, sequences={"teacher_ids": -1, "teacher_logprobs": 0.0})
@@ -201,7 +205,7 @@ class TopKDistillTrainer(_CustomLossTrainer):
         ce_mean = (ce * mask).sum() / mask.sum().clamp(min=1)
         ids, lps = teacher_ids[:, 1:], teacher_logprobs[:, 1:]
         has_teacher = (ids >= 0).any(-1) & mask
-        kl = topk_kl(logits, ids, lps)
+        kl = topk_kl(logits[..., : self.shared], ids.masked_fill(ids >= self.shared, -1), lps)
         kl_mean = (kl * has_teacher).sum() / has_teacher.sum().clamp(min=1)
         loss = (1 - self.lam) * ce_mean + self.lam * kl_mean
         self._record("ce_loss", ce_mean)
