@@ -12,7 +12,8 @@ want="$(sha256sum pyproject.toml | cut -c1-16)-$EXTRAS"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing llmdistill[$EXTRAS,dev] into .venv (a few minutes the first time)..."
   log=.venv/pip-install.log
-  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$EXTRAS,dev]" >"$log" 2>&1; then
+  # --no-compile: no .pyc for the whole of torch and vLLM up front (Python compiles what it imports)
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check --no-compile -e ".[$EXTRAS,dev]" >"$log" 2>&1; then
     grep -v "^WARNING: Location" "$log" | tail -n 25 >&2
     echo "setup: pip install of llmdistill[$EXTRAS,dev] failed (pip's output above; all of it in $log)" >&2
     exit 1

@@ -43,8 +43,7 @@ def load_model(model_name_or_path: str, dtype: str = "float32", device: str = "a
         model = AutoModelForCausalLM.from_pretrained(model_name_or_path, dtype=DTYPES[dtype])
     except (OSError, ValueError) as e:
         raise UserError(f"could not load model from {model_name_or_path!r}: {str(e).splitlines()[0]}") from None
-    # transformers wraps ``to`` with functools.wraps(torch.nn.Module.to), which types ``self`` as the first argument
-    return model.to(resolve_device(device)).eval()  # type: ignore[arg-type]
+    return model.to(resolve_device(device)).eval()
 
 
 def is_oom(exc: BaseException) -> bool:
