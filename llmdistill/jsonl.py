@@ -95,35 +95,58 @@ class RowAppender:
 
 
 def recover_rows(path: str | Path, model: type[R]) -> list[R]:
-    """Read the rows a killed run left behind. Only a torn write may be cut: an unterminated last
+    """Every row ``iter_recovered`` reads, as a list."""
+    return list(iter_recovered(path, model))
+
+
+def _complete_end(path: Path, size: int) -> int:
+    """The byte just past the file's last newline (0 if it has none), read from the end."""
+    with open(path, "rb") as fh:
+        end = size
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            fh.seek(start)
+            i = fh.read(end - start).rfind(b"\n")
+            if i != -1:
+                return start + i + 1
+            end = start
+    return 0
+
+
+def iter_recovered(path: str | Path, model: type[R]) -> Iterator[R]:
+    """Stream the rows a killed run left behind. Only a torn write may be cut: an unterminated last
     line (appends end every row with a newline, so a line without one was cut off mid-write).
 
     A complete line that does not validate (edited, corrupted, or written by another version of
     the toolkit) is never cut: it is a UserError naming the file and line, and the file is left
-    exactly as it was. The torn tail is cut only once every complete line has validated.
+    exactly as it was. The torn tail is cut only once every complete line has validated (when the
+    iteration ends).
     """
     path = Path(path)
     if not path.exists():
-        return []
-    data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1  # everything up to the last newline; the rest, if any, is a torn write
-    rows = []
-    for lineno, line in enumerate(data[:keep].decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(model.model_validate_json(line))
-        except ValidationError as e:
-            raise row_error(
-                path,
-                lineno,
-                model,
-                e,
-                "; the line is complete, so it was left as it is and nothing was changed "
-                "(a partial output is resumed only when every complete line reads)",
-            ) from None
-    if keep != len(data):
-        log.warning("%s: cut a torn last line (%d bytes) left by a run that was stopped mid-write", path, len(data) - keep)
+        return
+    size = path.stat().st_size
+    keep = _complete_end(path, size)  # everything up to the last newline; the rest, if any, is a torn write
+    with open(path, "rb") as fh:
+        done = 0
+        for lineno, line in enumerate(fh, start=1):
+            if done >= keep:
+                break
+            done += len(line)
+            if not line.strip():
+                continue
+            try:
+                yield model.model_validate_json(line)
+            except ValidationError as e:
+                raise row_error(
+                    path,
+                    lineno,
+                    model,
+                    e,
+                    "; the line is complete, so it was left as it is and nothing was changed "
+                    "(a partial output is resumed only when every complete line reads)",
+                ) from None
+    if keep != size:
+        log.warning("%s: cut a torn last line (%d bytes) left by a run that was stopped mid-write", path, size - keep)
         with open(path, "r+b") as fh:
             fh.truncate(keep)
-    return rows

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -22,6 +22,7 @@ from llmdistill.errors import UserError
 from llmdistill.jsonl import RowAppender
 from llmdistill.prompts import PromptTemplate
 from llmdistill.records import Problem, Trace
+from llmdistill.stages.generate.index import Done
 from llmdistill.stages.generate.teacher import ask_teacher, sampling_params
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,12 @@ class RayWriter:
         template: PromptTemplate,
         params,
         out: RowAppender,
-        rows: list[Trace],
-        have: set,
+        done: Done,
         split: str,
         problem_ids: list[str],
         split_rows: int | None,
     ):
-        self.cfg, self.out, self.rows, self.have, self.split = cfg, out, rows, have, split
+        self.cfg, self.out, self.done, self.split = cfg, out, done, split
         self.problem_ids, self.split_rows = problem_ids, split_rows
         self.template, self.params, self.tokenizer = template, params, None
         self.processor: Callable[[Any], Any] | None = None  # ray.data.llm's processor (ds -> ds), built at first use
@@ -90,15 +90,17 @@ class RayWriter:
         self.ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts problems
 
     def keep(self, rows: list[Trace]) -> None:
-        rows = [t for t in rows if t.key not in self.have]
+        """Append the traces not written before this run (the driver holds none of them)."""
+        rows = [t for t in rows if not self.done.has(t.id, t.sample)]
         self.out.write(rows)
-        self.rows.extend(rows)
-        self.have.update(t.key for t in rows)
+        self.done.totals.add(rows)
         self.tokens_out += sum(t.completion_tokens for t in rows)
 
-    def run(
-        self, problems: list[Problem], index: dict[str, int], first_sample: int = 0, hint: bool = False, desc: str = "generate"
-    ) -> None:
+    def run(self, stream: Iterable[Problem], total: int, first_sample: int = 0, hint: bool = False, desc: str = "generate") -> None:
+        # (the problems of this pass are listed for Ray Data's from_items: the driver holds the
+        # problems still to ask, not the traces)
+        problems = list(stream)
+        index = {p.id: p.row for p in problems}
         r = self.cfg.generate.ray
         if r.processor == "ray_llm":
             return self._run_ray_llm(problems, first_sample, hint, desc)
@@ -142,7 +144,7 @@ class RayWriter:
         if self.processor is None:
             self.processor = llm.build(self.cfg)
             self.tokenizer = load_tokenizer(self.cfg.teacher.model_name_or_path)
-        rows = llm.llm_rows(self.cfg, self.template, self.params, self.tokenizer, problems, self.have, first_sample, hint)
+        rows = llm.llm_rows(self.cfg, self.template, self.params, self.tokenizer, problems, self.done.has, first_sample, hint)
         r = self.cfg.generate.ray
         ds = self.ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // (r.batch_size or self.cfg.teacher.batch_size))))
         bar = tqdm(total=len(rows), desc=f"{desc} (ray.data.llm, {r.replicas} replicas)", unit="sample")

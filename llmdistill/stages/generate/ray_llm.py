@@ -12,6 +12,7 @@ sample has a seed of its own (reproducible, but not the local engine's n-from-on
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 from llmdistill.backends import SamplingParams, request_seed
@@ -32,7 +33,7 @@ def llm_rows(
     params: SamplingParams,
     tokenizer,
     problems: list[Problem],
-    have: set,
+    written: Callable[[str, int], bool],
     first_sample: int = 0,
     hint: bool = False,
 ) -> list[dict]:
@@ -44,7 +45,7 @@ def llm_rows(
     for p in problems:
         text = None
         for s in range(first_sample, first_sample + params.n):
-            if (p.id, s) in have:
+            if written(p.id, s):
                 continue
             if text is None:
                 text = chat_text(tokenizer, build_prompt(template, p.question, cfg.data.num_shots, chat, hint=p.answer if hint else None))

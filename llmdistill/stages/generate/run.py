@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from llmdistill.answers.checking import check_trace
 from llmdistill.atomic import move_aside
 from llmdistill.backends import Backend, SamplingParams, teacher_backend
 from llmdistill.config import Config
-from llmdistill.data import load_split
-from llmdistill.jsonl import RowAppender, recover_rows
+from llmdistill.data import iter_split
+from llmdistill.jsonl import RowAppender, iter_recovered
 from llmdistill.outputs import StageRun, refusal
 from llmdistill.prompts import PromptTemplate, answer_stops, load_prompt
 from llmdistill.records import Problem, Trace
+from llmdistill.stages.generate.index import Done, Selection, Totals, empty, h64, in_sorted, scan, solved_ids
 from llmdistill.stages.generate.teacher import ask_teacher, sampling_params
 
 if TYPE_CHECKING:
@@ -34,55 +36,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _check_provenance(rows: list[Trace], problems: dict[str, Problem], want: dict) -> list[str]:
-    """Why rows of the selected problems cannot be kept: a setting in their provenance differs from
-    the current one, or their problem's question changed. Empty when every row fits."""
-    reasons = []
-    for r in rows:
-        p = problems.get(r.id)
-        if p is None:
-            continue  # outside the current selection: kept in the file, not used
-        have = {"teacher": r.teacher, "template_hash": r.template_hash, "sampling": r.sampling}
-        diff = [f"{k}: {have[k]!r} -> {want[k]!r}" for k in want if have[k] != want[k]]
-        if p.question != r.question:
-            diff.append(f"the question of {r.id} changed")
-        if diff:
-            reasons.append(f"trace {r.id}#{r.sample}: {'; '.join(diff)}")
-    return reasons
-
-
 class _Writer:
-    """Asks the teacher in batches and appends the new traces, with a progress bar."""
+    """Asks the teacher in batches and appends the new traces, with a progress bar. Holds no trace:
+    the file is the only copy; the totals are counted as rows are written."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        backend: Backend,
-        template: PromptTemplate,
-        params: SamplingParams,
-        out: RowAppender,
-        rows: list[Trace],
-        have: set,
-    ):
-        self.cfg, self.backend, self.template, self.params, self.out, self.rows, self.have = cfg, backend, template, params, out, rows, have
+    def __init__(self, cfg: Config, backend: Backend, template: PromptTemplate, params: SamplingParams, out: RowAppender, done: Done):
+        self.cfg, self.backend, self.template, self.params, self.out, self.done = cfg, backend, template, params, out, done
         self.tokens_out = 0
         self.problems_done = 0
 
     def keep(self, rows: list[Trace]) -> None:
-        """Append the traces not already written, and count them."""
-        rows = [r for r in rows if r.key not in self.have]
+        """Append the traces not already written (a problem asked again for its missing samples
+        returns the others too), and count them."""
+        rows = [r for r in rows if not self.done.has(r.id, r.sample)]
         self.out.write(rows)
-        self.rows.extend(rows)  # the stage's traces so far: no need to read the file back
-        self.have.update(r.key for r in rows)
+        self.done.totals.add(rows)
         self.tokens_out += sum(r.completion_tokens for r in rows)
 
-    def run(
-        self, problems: list[Problem], index: dict[str, int], first_sample: int = 0, hint: bool = False, desc: str = "generate"
-    ) -> None:
-        bar = tqdm(total=len(problems), desc=desc, unit="problem")
-        t0, batch = time.time(), self.cfg.teacher.batch_size
-        for start in range(0, len(problems), batch):
-            chunk = problems[start : start + batch]
+    def run(self, problems: Iterable[Problem], total: int, first_sample: int = 0, hint: bool = False, desc: str = "generate") -> None:
+        bar = tqdm(total=total, desc=desc, unit="problem")
+        t0 = time.time()
+        for chunk in batched(problems, self.cfg.teacher.batch_size):
+            index = {p.id: p.row for p in chunk}  # replayed outputs align on the row, even when rows were left out
             for traces in ask_teacher(self.cfg, self.backend, self.template, self.params, chunk, index, first_sample, hint):
                 self.keep(traces)  # written (and fsynced) as they arrive
             bar.update(len(chunk))
@@ -91,10 +66,23 @@ class _Writer:
         bar.close()
 
 
-def _needs_hint(cfg: Config, problems: list[Problem], rows: list[Trace], stop: list[str]) -> list[Problem]:
-    """Labelled problems none of whose first ``n`` samples is correct."""
-    solved = {t.id for t in rows if t.sample < cfg.generate.n and check_trace(t, stop, cfg.data).verdict == "correct"}
-    return [p for p in problems if p.answer is not None and p.id not in solved]
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _wanting(cfg: Config, split: str, selection: Selection, missing: np.ndarray) -> Iterator[Problem]:
+    """The split's problems, streamed again, whose flag in ``missing`` (in ``selection``'s order) is set."""
+    wanted = selection.ids[missing]
+    for p in iter_split(cfg.data, split):
+        if in_sorted(wanted, p.id):
+            yield p
 
 
 def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = False) -> dict:
@@ -104,79 +92,107 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
     template, sampling settings, question) matches the current config is kept, and only missing
     ``(id, sample)`` pairs are asked for. Rows of problems outside the current selection
     (``data.max_train``) stay in the file, unused.
+
+    In bounded memory, whatever the number of problems: the split is streamed (once to hash its
+    ids and questions, once more for the problems to ask), the traces file is the only copy of the
+    traces and is streamed to resume (``index``: 8 bytes per trace), and the statistics are
+    running totals.
     """
     with StageRun(cfg, "generate", overwrite) as run:
         path = run.dir / "traces.jsonl"
         split = cfg.data.train_split
-        loaded = load_split(cfg.data, split)
-        problems = loaded.problems
-        by_id = {p.id: p for p in problems}
+        notes: dict = {}
+        selection = Selection(iter_split(cfg.data, split, notes))
+        log.info("loaded %d %s problems from %s", len(selection), split, cfg.data.path)
         template = load_prompt(cfg.data.prompt)
         g = cfg.generate
         params = sampling_params(cfg, template)
-        rows = recover_rows(path, Trace)
-        bad = _check_provenance(
-            rows, by_id, {"teacher": cfg.teacher.model_name_or_path, "template_hash": template.hash, "sampling": asdict(params)}
+        t_scan = time.time()
+        done = scan(
+            iter_recovered(path, Trace),
+            selection,
+            {"teacher": cfg.teacher.model_name_or_path, "template_hash": template.hash, "sampling": asdict(params)},
         )
-        if bad and not overwrite:
-            raise refusal(f"{path}: {len(bad)} of {len(rows)} traces were written with other settings", bad[:1])
-        if bad:
+        if done.mismatched and not overwrite:
+            raise refusal(f"{path}: {done.mismatched} of {done.rows} traces were written with other settings", done.reasons[:1])
+        if done.mismatched:
             move_aside(path)
-            rows = []
-        selected = [t for t in rows if t.id in by_id]  # grows with every batch written (see _Writer)
-        have = {t.key for t in selected}
-        if have:
-            log.info("resuming: %d traces of the selected problems already in %s", len(have), path)
-        index: dict[str, int] = {}  # replayed outputs align on the row, even when rows were left out
-        for p in problems:
-            assert p.row is not None  # load_split numbers every problem
-            index[p.id] = p.row
+            done = empty()
+        if done.totals.traces:
+            log.info(
+                "resuming: %d traces of the selected problems already in %s (indexed in %.1f s)",
+                done.totals.traces,
+                path,
+                time.time() - t_scan,
+            )
         n = g.n
-        todo = [p for p in problems if any((p.id, s) not in have for s in range(n))]
+        missing = done.missing(selection, range(n))
         writer: RayWriter | _Writer | None = None
         t0, owned = time.time(), backend is None
         with RowAppender(path) as out:
 
-            def ask(batch: list[Problem], **kw) -> None:
+            def ask(problems: Iterable[Problem], total: int, **kw) -> None:
                 nonlocal backend, writer
-                if not batch:
+                if not total:
                     return
                 if writer is None and g.engine == "ray":  # the engines start in the Ray actors
                     from llmdistill.stages.generate.ray import RayWriter
 
-                    writer = RayWriter(cfg, template, params, out, selected, have, split, [p.id for p in problems], loaded.notes["rows"])
+                    writer = RayWriter(cfg, template, params, out, done, split, _ids(cfg, split), notes["rows"])
                 elif writer is None:  # start the engine only when there is something to ask
                     backend = backend or teacher_backend(cfg.teacher, g.seed, split)
-                    backend.check_alignment([p.id for p in problems], first_rows=cfg.data.max_train is not None, rows=loaded.notes["rows"])
-                    writer = _Writer(cfg, backend, template, params, out, selected, have)
-                writer.run(batch, index, **kw)
+                    if type(backend).check_alignment is not Backend.check_alignment:  # (the ids of every problem: only replay needs them)
+                        backend.check_alignment(_ids(cfg, split), first_rows=cfg.data.max_train is not None, rows=notes["rows"])
+                    writer = _Writer(cfg, backend, template, params, out, done)
+                writer.run(problems, total, **kw)
 
-            ask(todo)
+            ask(_wanting(cfg, split, selection, missing), int(missing.sum()))
             if g.rationalize:
-                hard = _needs_hint(cfg, problems, selected, answer_stops(template, cfg.data))
-                hard = [p for p in hard if any((p.id, s) not in have for s in range(n, 2 * n))]
-                log.info("rationalizing %d problems with no correct sample", len(hard))
-                ask(hard, first_sample=n, hint=True, desc="rationalize")
-        tokens_out, done = (writer.tokens_out, writer.problems_done) if writer else (0, 0)
+                stop = answer_stops(template, cfg.data)
+                solved = solved_ids(
+                    iter_recovered(path, Trace),
+                    lambda t: (
+                        t.sample < n and selection.question_of(t.id) is not None and check_trace(t, stop, cfg.data).verdict == "correct"
+                    ),
+                )
+                hard = _hard(cfg, split, selection, solved, done, n)
+                log.info("rationalizing %d problems with no correct sample", int(hard.sum()))
+                ask(_wanting(cfg, split, selection, hard), int(hard.sum()), first_sample=n, hint=True, desc="rationalize")
+        tokens_out, asked = (writer.tokens_out, writer.problems_done) if writer else (0, 0)
         if owned and backend is not None:
             backend.close()  # free the engine's memory before the next stage
         engine = {"backend": backend.stats()} if backend is not None and hasattr(backend, "stats") else {}  # e.g. per-endpoint failures
         if writer is not None and hasattr(writer, "stats"):
             engine["ray"] = writer.stats()
         return run.finish(
-            {**_summary(selected, problems, done, tokens_out, time.time() - t0), "data": loaded.notes, **engine}, outputs=[path]
+            {**_summary(done.totals, len(selection), asked, tokens_out, time.time() - t0), "data": notes, **engine}, outputs=[path]
         )
 
 
-def _summary(rows: list[Trace], problems: list[Problem], done: int, new_tokens_out: int, seconds: float) -> dict:
+def _ids(cfg: Config, split: str) -> list[str]:
+    return [p.id for p in iter_split(cfg.data, split)]
+
+
+def _hard(cfg: Config, split: str, selection: Selection, solved: np.ndarray, done: Done, n: int) -> np.ndarray:
+    """Per selected problem: labelled, none of its first ``n`` samples correct, and a hinted sample
+    (``n .. 2n - 1``) still missing."""
+    labelled = np.zeros(len(selection), dtype=bool)
+    for p in iter_split(cfg.data, split):
+        if p.answer is not None:
+            labelled[int(np.searchsorted(selection.ids, np.uint64(h64(p.id))))] = True
+    unsolved = ~np.isin(selection.ids, solved)
+    return labelled & unsolved & done.missing(selection, range(n, 2 * n))
+
+
+def _summary(totals: Totals, problems: int, done: int, new_tokens_out: int, seconds: float) -> dict:
     """Totals over every trace; rates over what this run generated (a resume skips the rest)."""
     return {
-        "problems": len(problems),
-        "traces": len(rows),
-        "rationalized": sum(r.rationalized for r in rows),
-        "prompt_tokens": sum(r.prompt_tokens for r in rows),
-        "completion_tokens": sum(r.completion_tokens for r in rows),
-        "finish_reasons": dict(Counter(r.finish_reason for r in rows)),
+        "problems": problems,
+        "traces": totals.traces,
+        "rationalized": totals.rationalized,
+        "prompt_tokens": totals.prompt_tokens,
+        "completion_tokens": totals.completion_tokens,
+        "finish_reasons": dict(totals.finish_reasons),
         "generation_seconds": round(seconds, 2),
         "problems_this_run": done,
         "completion_tokens_this_run": new_tokens_out,

@@ -40,7 +40,7 @@ def test_rows_ask_each_missing_sample_once_with_the_local_prompt_and_seed(make_c
     template, tok = load_prompt(cfg.data.prompt), load_tokenizer(tiny_model)
     params = SamplingParams(n=3, temperature=0.7, max_new_tokens=8, stop=template.stop, seed=5, logprobs=4)
     problems = [Problem(id=f"p{i}", question=f"Sam has {i} apples. How many?", answer=str(i)) for i in range(2)]
-    rows = llm_rows(cfg, template, params, tok, problems, have={("p0", 1)})
+    rows = llm_rows(cfg, template, params, tok, problems, written=lambda pid, s: (pid, s) == ("p0", 1))
     assert [(json.loads(r["problem"])["id"], r["sample"]) for r in rows] == [("p0", 0), ("p0", 2), ("p1", 0), ("p1", 1), ("p1", 2)]
     assert rows[0]["prompt"] == chat_text(tok, build_prompt(template, problems[0].question, cfg.data.num_shots, True))
     assert len({r["seed"] for r in rows}) == 5  # n > 1: a seed per sample
@@ -54,7 +54,7 @@ def test_rows_ask_each_missing_sample_once_with_the_local_prompt_and_seed(make_c
         "seed": rows[0]["seed"],
         "logprobs": 4,
     }
-    one = llm_rows(cfg, template, SamplingParams(n=1, max_new_tokens=8, seed=5), tok, problems, have=set())
+    one = llm_rows(cfg, template, SamplingParams(n=1, max_new_tokens=8, seed=5), tok, problems, written=lambda pid, s: False)
     assert [r["seed"] for r in one] == [request_seed(5, "p0"), request_seed(5, "p1")]  # the local engine's request seeds
 
 
