@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -102,7 +103,7 @@ def write_config(work: Path, split: Path, student: str) -> Path:
     return path
 
 
-def run_stage(args: list[str], kill_when=None) -> dict:
+def run_stage(args: list[str], kill_when=None, poll_s: float = 0.05) -> dict:
     """One ``llmdistill`` command in its own process: wall seconds, peak RSS (MiB), whether killed.
 
     GNU time reports the stage process's own peak: a process forked from this one would start
@@ -115,7 +116,7 @@ def run_stage(args: list[str], kill_when=None) -> dict:
     killed = False
     if kill_when is not None:
         while proc.poll() is None and not kill_when():
-            time.sleep(0.05)
+            time.sleep(poll_s)
         if proc.poll() is None:
             subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)], check=False)  # the stage, under GNU time
             killed = True
@@ -142,22 +143,28 @@ def bench_size(n: int, stages: list[str], work: Path) -> dict:
     run = work / f"run-{n}"
     run.mkdir(parents=True, exist_ok=True)
     config = write_config(run, split, tiny_student(work / "tiny-student"))
-    traces = run / "run" / "generate" / "traces.jsonl"
     out: dict[str, dict] = {}
-    if "resume" in stages:  # first: half, killed; then the rerun finishes it
-        import shutil
 
+    if "generate" in stages:  # a fresh folder: every trace asked for
         shutil.rmtree(run / "run", ignore_errors=True)
-        first = run_stage(["generate", str(config)], kill_when=lambda: lines(traces) >= n // 2)
-        at_kill = lines(traces) if first["killed"] else None
-        out["resume half"] = {**run_stage(["generate", str(config)]), "traces_at_kill": at_kill}
-        out["resume done"] = run_stage(["generate", str(config)])
-    if "generate" in stages:
-        out["generate"] = run_stage(["generate", str(config), "--overwrite"])  # (the same traces: moved aside, written again)
+        out["generate"] = run_stage(["generate", str(config)])
         out["generate"]["traces_per_s"] = round(n / out["generate"]["seconds"])
     for stage in ("filter", "export", "train"):
         if stage in stages:
-            out[stage] = run_stage([stage, str(config)] + (["--overwrite"] if stage != "export" else []))
+            out[stage] = run_stage([stage, str(config)])
+    if "resume" in stages:  # another folder: half written, SIGKILLed, then resumed; then resumed once more with nothing to ask
+        resumed = ["--set", f"output_dir={run / 'resume'}"]
+        shutil.rmtree(run / "resume", ignore_errors=True)
+        partial = run / "resume" / "generate" / "traces.jsonl"
+        # killed once the file is half the size of the whole run's (counting lines of a GB file
+        # every poll would cost the machine more than the stage)
+        whole = (run / "run" / "generate" / "traces.jsonl").stat().st_size if "generate" in stages else n * 2500
+        first = run_stage(
+            ["generate", str(config), *resumed], kill_when=lambda: partial.exists() and partial.stat().st_size >= whole // 2, poll_s=0.5
+        )
+        at_kill = lines(partial) if first["killed"] else None
+        out["resume half"] = {**run_stage(["generate", str(config), *resumed]), "traces_at_kill": at_kill}
+        out["resume done"] = run_stage(["generate", str(config), *resumed])
     return out
 
 

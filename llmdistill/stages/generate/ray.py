@@ -10,13 +10,16 @@ restarted by Ray and its batch retried.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from llmdistill.atomic import scratch_dir
 from llmdistill.config import Config
 from llmdistill.errors import UserError
 from llmdistill.jsonl import RowAppender
@@ -63,6 +66,17 @@ class TeacherActor:
         return {"trace": rows, "error": [""] * len(traces) + ([error] if error else [])}
 
 
+def _chunks(items: Iterable, size: int):
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 class RayWriter:
     """The generate stage's writer when the teacher runs on Ray: same traces, same file, same resume."""
 
@@ -97,16 +111,24 @@ class RayWriter:
         self.tokens_out += sum(t.completion_tokens for t in rows)
 
     def run(self, stream: Iterable[Problem], total: int, first_sample: int = 0, hint: bool = False, desc: str = "generate") -> None:
-        # (the problems of this pass are listed for Ray Data's from_items: the driver holds the
-        # problems still to ask, not the traces)
-        problems = list(stream)
-        index = {p.id: p.row for p in problems}
+        """The problems of this pass go to Ray Data through a scratch JSON-lines file it reads as
+        it goes: the driver holds neither the problems nor the traces."""
+        with scratch_dir(self.out.path.parent / ".ray-work") as work:
+            r = self.cfg.generate.ray
+            if r.processor == "ray_llm":
+                return self._run_ray_llm(stream, total, work, first_sample, hint, desc)
+            todo = work / "problems.jsonl"
+            with todo.open("w") as f:
+                for p in stream:
+                    f.write(json.dumps({"problem": p.model_dump_json(), "row": p.row}) + "\n")
+            self._run_actors(todo, total, first_sample, hint, desc)
+        return None
+
+    def _run_actors(self, todo: Path, total: int, first_sample: int, hint: bool, desc: str) -> None:
         r = self.cfg.generate.ray
-        if r.processor == "ray_llm":
-            return self._run_ray_llm(problems, first_sample, hint, desc)
-        items = [{"problem": p.model_dump_json(), "row": index[p.id]} for p in problems]
         batch = r.batch_size or self.cfg.teacher.batch_size
-        ds = self.ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch)))
+        # (reading a local file takes no CPU slot: the replicas may hold every CPU of the cluster)
+        ds = self.ray.data.read_json(str(todo), override_num_blocks=max(1, -(-total // batch)), ray_remote_args={"num_cpus": 0})
         ds = ds.map_batches(
             TeacherActor,
             batch_size=batch,
@@ -122,7 +144,7 @@ class RayWriter:
                 "hint": hint,
             },
         )  # Ray Data restarts an actor that dies and asks its batch again (max_restarts = max_task_retries = -1 by default)
-        bar = tqdm(total=len(problems), desc=f"{desc} (ray, {r.replicas} replicas)", unit="problem")
+        bar = tqdm(total=total, desc=f"{desc} (ray, {r.replicas} replicas)", unit="problem")
         t0 = time.time()
         for out in ds.iter_batches(batch_size=None, batch_format="default"):
             traces = [Trace.model_validate_json(t) for t in out["trace"] if t]
@@ -136,18 +158,25 @@ class RayWriter:
             bar.set_postfix(tok_s=f"{self.tokens_out / max(time.time() - t0, 1e-9):.1f}")
         bar.close()
 
-    def _run_ray_llm(self, problems: list[Problem], first_sample: int, hint: bool, desc: str) -> None:
-        """The vLLM teacher through ``ray.data.llm`` (``generate_ray_llm``): one row per missing sample."""
+    def _run_ray_llm(self, stream: Iterable[Problem], total: int, work: Path, first_sample: int, hint: bool, desc: str) -> None:
+        """The vLLM teacher through ``ray.data.llm`` (``generate_ray_llm``): one row per missing sample,
+        written to a scratch file for Ray to read."""
         from llmdistill.backends.transformers import load_tokenizer
         from llmdistill.stages.generate import ray_llm as llm
 
         if self.processor is None:
             self.processor = llm.build(self.cfg)
             self.tokenizer = load_tokenizer(self.cfg.teacher.model_name_or_path)
-        rows = llm.llm_rows(self.cfg, self.template, self.params, self.tokenizer, problems, self.done.has, first_sample, hint)
+        todo, n_rows = work / "samples.jsonl", 0
+        with todo.open("w") as f:
+            for chunk in _chunks(stream, 1024):
+                for row in llm.llm_rows(self.cfg, self.template, self.params, self.tokenizer, chunk, self.done.has, first_sample, hint):
+                    f.write(json.dumps(row) + "\n")
+                    n_rows += 1
         r = self.cfg.generate.ray
-        ds = self.ray.data.from_items(rows, override_num_blocks=max(1, -(-len(rows) // (r.batch_size or self.cfg.teacher.batch_size))))
-        bar = tqdm(total=len(rows), desc=f"{desc} (ray.data.llm, {r.replicas} replicas)", unit="sample")
+        blocks = max(1, -(-n_rows // (r.batch_size or self.cfg.teacher.batch_size)))
+        ds = self.ray.data.read_json(str(todo), override_num_blocks=blocks, ray_remote_args={"num_cpus": 0})
+        bar = tqdm(total=n_rows, desc=f"{desc} (ray.data.llm, {r.replicas} replicas)", unit="sample")
         t0 = time.time()
         for out in self.processor(ds).iter_batches(batch_size=None, batch_format="pandas"):
             traces = [llm.trace_of(self.cfg, self.template, self.params, row, hint) for row in out.to_dict("records")]
