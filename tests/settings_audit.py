@@ -260,6 +260,10 @@ class FakeRay:
             def from_items(items, override_num_blocks=None):
                 return FakeDataset(outer.record, items)
 
+            @staticmethod
+            def read_json(path, override_num_blocks=None, ray_remote_args=None):
+                return FakeDataset(outer.record, [json.loads(line) for line in Path(path).read_text().splitlines()])
+
         self.data = Data
 
     def is_initialized(self):
