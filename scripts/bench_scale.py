@@ -112,7 +112,8 @@ def run_stage(args: list[str], kill_when=None, poll_s: float = 0.05) -> dict:
     rss_file = Path(f"/tmp/bench_scale_rss_{os.getpid()}")
     cmd = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), sys.executable, "-m", "llmdistill", *args]
     t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = rss_file.with_suffix(".log").open("w+")  # a file, not a pipe: a pipe nobody reads fills and blocks the stage
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
     killed = False
     if kill_when is not None:
         while proc.poll() is None and not kill_when():
@@ -120,8 +121,11 @@ def run_stage(args: list[str], kill_when=None, poll_s: float = 0.05) -> dict:
         if proc.poll() is None:
             subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)], check=False)  # the stage, under GNU time
             killed = True
-    err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
     code = proc.wait()
+    log.seek(0)
+    err = log.read()[-2000:]
+    log.close()
+    Path(log.name).unlink(missing_ok=True)
     if code != 0 and not killed:
         raise SystemExit(f"llmdistill {' '.join(args)} failed ({code}): {err}")
     seconds = round(time.time() - t0, 1)
@@ -158,7 +162,8 @@ def bench_size(n: int, stages: list[str], work: Path) -> dict:
         partial = run / "resume" / "generate" / "traces.jsonl"
         # killed once the file is half the size of the whole run's (counting lines of a GB file
         # every poll would cost the machine more than the stage)
-        whole = (run / "run" / "generate" / "traces.jsonl").stat().st_size if "generate" in stages else n * 2500
+        full = run / "run" / "generate" / "traces.jsonl"
+        whole = full.stat().st_size if full.exists() else n * 1800
         first = run_stage(
             ["generate", str(config), *resumed], kill_when=lambda: partial.exists() and partial.stat().st_size >= whole // 2, poll_s=0.5
         )
