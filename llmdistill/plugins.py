@@ -70,3 +70,19 @@ def load(kind: str, name: str):
 
 def names(kind: str) -> list[str]:
     return sorted(registered(kind))
+
+
+def require_known(kind: str, name: str, builtin, unknown: str, path_form: str, check) -> None:
+    """For a config validator: a ValueError unless ``name`` is built in, registered, or a path that
+    loads; ``check(obj)`` says what is wrong with what it loaded (None: nothing)."""
+    if name in builtin:
+        return
+    if not is_path(name) and name not in registered(kind):
+        plugins = f"; plugins: {', '.join(names(kind))}" if names(kind) else ""
+        raise ValueError(f"{unknown} {name!r} (built in: {', '.join(builtin)}{plugins}; or a '{path_form}' path)")
+    try:
+        problem = check(load(kind, name))
+    except UserError as e:
+        raise ValueError(str(e)) from None
+    if problem:
+        raise ValueError(problem)

@@ -49,20 +49,12 @@ class DataConfig(Section):
     @field_validator("answer_type")
     @classmethod
     def _known_answer_type(cls, v: str) -> str:
-        from llmdistill.plugins import is_path, load, names
+        from llmdistill.plugins import require_known
 
-        if v in ANSWER_TYPES:
-            return v
-        if not is_path(v) and v not in names("checker"):
-            plugins = f"; plugins: {', '.join(names('checker'))}" if names("checker") else ""
-            raise ValueError(f"unknown data.answer_type {v!r} (built in: {', '.join(ANSWER_TYPES)}{plugins}; or a 'module:function' path)")
-        from llmdistill.errors import UserError
-
-        try:
-            if not callable(load("checker", v)):
-                raise ValueError(f"data.answer_type {v!r} is not a function check(pred, gold)")
-        except UserError as e:
-            raise ValueError(str(e)) from None
+        require_known(
+            "checker", v, ANSWER_TYPES, "unknown data.answer_type", "module:function",
+            lambda f: None if callable(f) else f"data.answer_type {v!r} is not a function check(pred, gold)",
+        )  # fmt: skip
         return v
 
     @model_validator(mode="after")

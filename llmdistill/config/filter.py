@@ -129,20 +129,11 @@ class FilterConfig(Section):
             raise ValueError(f"filter.order lists a filter twice: {v}")
         if "parse" not in v:
             raise ValueError("filter.order must include 'parse': every later filter needs a parsed answer")
-        from llmdistill.errors import UserError
-        from llmdistill.plugins import is_path, load, names
+        from llmdistill.plugins import require_known
 
         for name in v:
-            if name in FILTERS:
-                continue
-            if not is_path(name) and name not in names("filter"):
-                plugins = f"; plugins: {', '.join(names('filter'))}" if names("filter") else ""
-                raise ValueError(
-                    f"filter.order: unknown filter {name!r} (built in: {', '.join(FILTERS)}{plugins}; or a 'module:function' path)"
-                )
-            try:
-                if not callable(load("filter", name)):
-                    raise ValueError(f"filter {name!r} is not a function judge(rows, options)")
-            except UserError as e:
-                raise ValueError(str(e)) from None
+            require_known(
+                "filter", name, FILTERS, "filter.order: unknown filter", "module:function",
+                lambda f, name=name: None if callable(f) else f"filter {name!r} is not a function judge(rows, options)",
+            )  # fmt: skip
         return v

@@ -52,18 +52,10 @@ class TeacherConfig(Section):
     @classmethod
     def _known_backend(cls, v: str) -> str:
         from llmdistill.backends import BACKENDS, plugin_backend
-        from llmdistill.errors import UserError
-        from llmdistill.plugins import is_path, names
+        from llmdistill.plugins import require_known
 
-        if v in BACKENDS:
-            return v
-        if not is_path(v) and v not in names("backend"):
-            plugins = f"; plugins: {', '.join(names('backend'))}" if names("backend") else ""
-            raise ValueError(f"unknown backend {v!r} (built in: {', '.join(BACKENDS)}{plugins}; or a 'module:Class' path)")
-        try:
-            plugin_backend(v)  # a typo in a path is caught here, not after the data has loaded
-        except UserError as e:
-            raise ValueError(str(e)) from None
+        # a typo in a path is caught here, not after the data has loaded
+        require_known("backend", v, BACKENDS, "unknown backend", "module:Class", lambda _: plugin_backend(v) and None)
         return v
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ from llmdistill.jsonl import RowAppender
 from llmdistill.prompts import PromptTemplate
 from llmdistill.records import Problem, Trace
 from llmdistill.stages.generate.index import Done
-from llmdistill.stages.generate.teacher import ask_teacher, sampling_params
+from llmdistill.stages.generate.teacher import ask_teacher, batched, sampling_params
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,6 @@ class TeacherActor:
             error = str(e)
         rows = [t.model_dump_json() for t in traces] + ([""] if error else [])
         return {"trace": rows, "error": [""] * len(traces) + ([error] if error else [])}
-
-
-def _chunks(items: Iterable, size: int):
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class RayWriter:
@@ -169,7 +158,7 @@ class RayWriter:
             self.tokenizer = load_tokenizer(self.cfg.teacher.model_name_or_path)
         todo, n_rows = work / "samples.jsonl", 0
         with todo.open("w") as f:
-            for chunk in _chunks(stream, 1024):
+            for chunk in batched(stream, 1024):
                 for row in llm.llm_rows(self.cfg, self.template, self.params, self.tokenizer, chunk, self.done.has, first_sample, hint):
                     f.write(json.dumps(row) + "\n")
                     n_rows += 1

@@ -28,7 +28,7 @@ from llmdistill.outputs import StageRun, refusal
 from llmdistill.prompts import PromptTemplate, answer_stops, load_prompt
 from llmdistill.records import Problem, Trace
 from llmdistill.stages.generate.index import Done, Selection, Totals, empty, h64, in_sorted, scan, solved_ids
-from llmdistill.stages.generate.teacher import ask_teacher, sampling_params
+from llmdistill.stages.generate.teacher import ask_teacher, batched, sampling_params
 
 if TYPE_CHECKING:
     from llmdistill.stages.generate.ray import RayWriter
@@ -64,17 +64,6 @@ class _Writer:
             self.problems_done += len(chunk)
             bar.set_postfix(tok_s=f"{self.tokens_out / max(time.time() - t0, 1e-9):.1f}")
         bar.close()
-
-
-def batched(items: Iterable, size: int) -> Iterator[list]:
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _wanting(cfg: Config, split: str, selection: Selection, missing: np.ndarray) -> Iterator[Problem]:

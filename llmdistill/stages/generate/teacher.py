@@ -4,7 +4,7 @@ the Ray actor pool) runs, so they write the same traces from the same prompts an
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 
 from llmdistill.backends import Backend, Request, SamplingParams, request_seed
@@ -76,3 +76,14 @@ def ask_teacher(
             for p, r in [(chunk[i], requests[i])]
             for s, c in enumerate(completions)
         ]
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
