@@ -14,7 +14,6 @@ lists one choice text twice, does not stop a run of thousands: it is counted in 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 from array import array
@@ -23,8 +22,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from llmdistill.answers.checking import duplicate_choices, make_problem, question_text
 from llmdistill.answers.reading import to_number
+from llmdistill.buckets import Buckets, h64
 from llmdistill.config import DataConfig
 from llmdistill.errors import UnreadableGold, UserError
 from llmdistill.records import Problem
@@ -131,8 +133,8 @@ def iter_split(cfg: DataConfig, split: str, notes: dict | None = None) -> Iterat
     ``notes`` is filled once the split is read."""
     where = f"{cfg.path} ({split})"
     limit = cfg.max_train if split == cfg.train_split else cfg.max_test if split == cfg.test_split else None
-    # the ids seen, as 8-byte hashes (a million ids in 8 MB): a duplicate is found when the split ends
-    seen, unreadable, duplicated, n_rows, n_problems = array("Q"), [], 0, 0, 0
+    # the ids seen, as 8-byte hashes spilled to disk by bucket: a duplicate is found when the split ends
+    seen, hashes, unreadable, duplicated, n_rows, n_problems = array("Q"), _id_buckets(), [], 0, 0, 0
     needed = [f for f in (None if cfg.question_format else cfg.question_field, cfg.answer_field, cfg.choices_field) if f]
     for i, row in enumerate(_raw_rows(cfg, split)):
         if limit and i >= limit:
@@ -142,7 +144,10 @@ def iter_split(cfg: DataConfig, split: str, notes: dict | None = None) -> Iterat
             if name not in row:
                 raise UserError(f"{where} row {i}: no field '{name}' (fields: {', '.join(row)})")
         pid = str(row[cfg.id_field]) if cfg.id_field and cfg.id_field in row else f"{split}-{i}"
-        seen.append(_h64(pid))
+        seen.append(h64(pid))
+        if len(seen) == 8192:
+            hashes.add(np.frombuffer(seen, dtype=ID_RECORD).copy())
+            seen = array("Q")
         try:
             problem = make_problem(row, cfg, pid, split)
         except UnreadableGold as e:
@@ -160,7 +165,9 @@ def iter_split(cfg: DataConfig, split: str, notes: dict | None = None) -> Iterat
         yield problem
     if not n_rows:
         raise UserError(f"{where}: no rows: an empty split leaves nothing to do (check data.path and the split names)")
-    _no_duplicate_ids(cfg, split, seen, where)
+    hashes.add(np.frombuffer(seen, dtype=ID_RECORD).copy())
+    with hashes:
+        _no_duplicate_ids(cfg, split, hashes, where)
     if notes is not None:
         notes.update({"rows": n_rows, "problems": n_problems, "unreadable_gold": len(unreadable), "duplicate_choices": duplicated})
     _warn_once(cfg, split, unreadable, duplicated)
@@ -174,22 +181,27 @@ def _readable(answer: str) -> float | None:
     return to_number(answer)
 
 
-def _h64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+ID_RECORD = np.dtype([("h", np.uint64)])
 
 
-def _no_duplicate_ids(cfg: DataConfig, split: str, seen: array, where: str) -> None:
+def _id_buckets() -> Buckets:
+    return Buckets(ID_RECORD)
+
+
+def _no_duplicate_ids(cfg: DataConfig, split: str, hashes, where: str) -> None:
     """A one-line refusal naming the first id that occurs twice (found again by its hash)."""
-    import numpy as np
-
-    hashes = np.frombuffer(seen, dtype=np.uint64)
-    values, counts = np.unique(hashes, return_counts=True)
-    if not (counts > 1).any():
+    twice = None
+    for bucket in hashes.buckets():
+        values = np.sort(bucket["h"])
+        same = values[1:] == values[:-1]
+        if same.any():
+            twice = int(values[1:][same][0])
+            break
+    if twice is None:
         return
-    twice = int(values[counts > 1][0])
     for i, row in enumerate(_raw_rows(cfg, split)):
         pid = str(row[cfg.id_field]) if cfg.id_field and cfg.id_field in row else f"{split}-{i}"
-        if _h64(pid) == twice:
+        if h64(pid) == twice:
             raise UserError(f"{where}: duplicate id {pid!r}")
     raise UserError(f"{where}: an id occurs twice")
 

@@ -64,3 +64,16 @@ def test_hub_ids_go_to_datasets_and_fail_clearly_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError, match="could not load dataset 'someone/no-such-dataset' split 'train'"):
         load_problems(DataConfig(path="someone/no-such-dataset"), "train")
+
+
+@pytest.mark.parametrize("n", [5, 70_000])  # in memory, and past buckets.SPILL: spilled to disk by bucket
+def test_a_duplicate_id_is_refused_naming_it(tmp_path, n):
+    rows = [{"id": f"p{k}", "q": "q?", "a": 1} for k in range(n)]
+    rows[n - 1]["id"] = "p3"
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataConfig(path=str(tmp_path), question_field="q", answer_field="a", id_field="id")
+    with pytest.raises(UserError, match=r"\(train\): duplicate id 'p3'"):
+        load_problems(cfg, "train")
+    rows[n - 1]["id"] = "fresh"
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(load_problems(cfg, "train")) == n

@@ -119,6 +119,14 @@ def get_backend(kind: str, **kwargs) -> Backend:
     return plugin_backend(kind)(**kwargs)
 
 
+def backend_class(kind: str) -> type[Backend]:
+    """The class ``get_backend(kind)`` would build (nothing is started)."""
+    if kind in BACKENDS:
+        module, cls = BACKENDS[kind].split(":")
+        return getattr(importlib.import_module(module), cls)
+    return plugin_backend(kind)
+
+
 def plugin_backend(name: str) -> type[Backend]:
     """The ``Backend`` subclass a plugin names; anything else is refused in one line."""
     from llmdistill.errors import UserError

@@ -1,79 +1,53 @@
-"""What a generate run has done, in memory that does not grow with the texts: 8-byte hashes.
+"""What a generate run has done, in memory that does not grow with the run: one byte a problem.
 
-The traces file is the only copy of the traces. To resume, the stage streams it once and keeps:
+The traces file is the only copy of the traces. To resume, the stage streams the split and the
+traces file once each, writing fixed-size records of 64-bit hashes (``llmdistill.buckets``: spilled
+to disk by bucket), then joins them a bucket (1/64 of the ids) at a time. What it keeps (``Plan``):
 
-- the ``(id, sample)`` keys written (``Done.keys``: one 64-bit hash each, sorted in a numpy array);
-- the running totals its statistics need (``Totals``);
-- the rows whose provenance differs from the current settings (the first few, for the refusal).
+- per problem, in the split's order, one byte of flags: a sample of ``0 .. n-1`` is not written
+  (``MISSING``), a hinted sample ``n .. 2n-1`` is not (``HINT_MISSING``), the problem has a gold
+  answer (``LABELLED``);
+- the written samples of the problems asked again that already have some (``partial``: none in a
+  run resumed after a kill but the batches in flight; every problem when ``generate.n`` is raised);
+- the running totals the statistics need (``Totals``), the rows written with other settings (a
+  count, and the first few, for the refusal).
 
-The selection (the split's problems) is held the same way (``Selection``): a hash of each id and
-of its question, so a trace's provenance check needs no problem text in memory. A key's hash is
-the id's hash plus the sample times an odd constant (mod 2**64), so the keys of every problem are
-computed from the id hashes at once. Two different keys share a hash with probability about
-n**2 / 2**65 (1e-7 at 2M traces): then one trace would be taken as written and not asked for.
+A trace belongs to a selected problem when their id hashes match, and was written with these
+settings when its teacher, template hash and sampling match and its question's hash is the
+problem's. Two different ids share a 64-bit hash with probability about n**2 / 2**65 (1e-7 at 2M
+problems): a trace would then be taken as another problem's.
 """
 
 from __future__ import annotations
 
-import hashlib
-from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from llmdistill.buckets import Buckets, h64
 from llmdistill.records import Problem, Trace
 
-MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: sample -> a distinct offset for every sample number
+MISSING, HINT_MISSING, LABELLED = 1, 2, 4
+CHUNK = 8192  # rows hashed at a time
 
-
-def h64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
-def key_hash(pid: str, sample: int) -> int:
-    return (h64(pid) + sample * int(MIX)) % 2**64
-
-
-def _sorted(values: array) -> np.ndarray:
-    return np.unique(np.frombuffer(values, dtype=np.uint64)) if len(values) else np.zeros(0, dtype=np.uint64)
-
-
-def _member(sorted_values: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """For each query hash, whether it is in ``sorted_values``."""
-    if not len(sorted_values):
-        return np.zeros(len(queries), dtype=bool)
-    at = np.searchsorted(sorted_values, queries).clip(max=len(sorted_values) - 1)
-    return sorted_values[at] == queries
-
-
-class Selection:
-    """The split's problems as hashes: each id's, and its question's (aligned, sorted by id hash)."""
-
-    def __init__(self, problems: Iterable[Problem]):
-        ids, questions = array("Q"), array("Q")
-        for p in problems:
-            ids.append(h64(p.id))
-            questions.append(h64(p.question))
-        id_arr, q_arr = np.frombuffer(ids, dtype=np.uint64), np.frombuffer(questions, dtype=np.uint64)
-        order = np.argsort(id_arr, kind="stable")
-        self.ids, self.questions = id_arr[order], q_arr[order]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def question_of(self, pid: str) -> int | None:
-        """The hash of the problem's question, or None when ``pid`` is not selected."""
-        h = np.uint64(h64(pid))
-        i = int(np.searchsorted(self.ids, h))
-        return int(self.questions[i]) if i < len(self.ids) and self.ids[i] == h else None
-
-    def keys(self, sample: int) -> np.ndarray:
-        """Every selected problem's key hash for ``sample``."""
-        with np.errstate(over="ignore"):
-            return self.ids + np.uint64(sample) * MIX
+SPLIT = np.dtype([("h", np.uint64), ("q", np.uint64), ("pos", np.uint32), ("labelled", np.uint8)])
+TRACE = np.dtype(
+    [
+        ("h", np.uint64),
+        ("q", np.uint64),
+        ("ordinal", np.uint64),  # the row's place in the file, for the refusal's example
+        ("prompt_tokens", np.uint64),
+        ("completion_tokens", np.uint64),
+        ("sample", np.uint32),
+        ("settings_match", np.uint8),
+        ("rationalized", np.uint8),
+        ("finish", np.uint8),  # index into Plan.finish_names
+    ]
+)
+SOLVED = np.dtype([("h", np.uint64)])
 
 
 @dataclass
@@ -96,96 +70,158 @@ class Totals:
 
 
 @dataclass
-class Done:
-    """What the traces file holds: the written keys, the totals, the rows that do not fit."""
+class Plan:
+    """What is written and what is left to ask, per problem of the split (in its order)."""
 
-    keys: np.ndarray
+    flags: np.ndarray  # uint8 per problem: MISSING | HINT_MISSING | LABELLED
     totals: Totals
+    partial: dict[int, set[int]] = field(default_factory=dict)  # id hash -> samples written, for problems asked again
     mismatched: int = 0
-    reasons: list[str] = field(default_factory=list)  # the first few mismatches, for the refusal
+    bad: list[tuple[int, bool]] = field(default_factory=list)  # (ordinal, question changed) of the first rows that do not fit
     rows: int = 0  # every row in the file (selected or not)
 
     def has(self, pid: str, sample: int) -> bool:
-        return bool(_member(self.keys, np.array([key_hash(pid, sample)], dtype=np.uint64))[0])
+        """Whether ``(pid, sample)`` was written before this run (asked of the problems asked again)."""
+        return sample in self.partial.get(h64(pid), ())
 
-    def missing(self, selection: Selection, samples: range) -> np.ndarray:
-        """Per selected problem (in ``selection``'s order), whether any of ``samples`` is not written."""
-        out = np.zeros(len(selection), dtype=bool)
-        for s in samples:
-            out |= ~_member(self.keys, selection.keys(s))
-        return out
+    def count(self, flag: int) -> int:
+        return int(np.count_nonzero(self.flags & flag))
 
 
-def scan(rows: Iterator[Trace], selection: Selection, want: dict, chunk: int = 1024) -> Done:
-    """Stream the rows of a traces file once: keys, totals, and the rows written with other
-    settings or for a question that changed (``want``: teacher, template_hash, sampling). Rows are
-    looked up in the selection a chunk at a time (one numpy search per chunk, not per row)."""
-    keys = array("Q")
-    done = Done(np.zeros(0, dtype=np.uint64), Totals())
-    batch: list[Trace] = []
-    for r in rows:
-        batch.append(r)
-        if len(batch) == chunk:
-            _scan_chunk(batch, selection, want, keys, done)
-            batch = []
-    if batch:
-        _scan_chunk(batch, selection, want, keys, done)
-    done.keys = _sorted(keys)
-    return done
+class SplitIndex:
+    """The split's problems as records (id hash, question hash, position, labelled), by bucket."""
+
+    def __init__(self, problems: Iterable[Problem], parent: Path | None = None):
+        self.records = Buckets(SPLIT, parent=parent)
+        self.n = 0
+        for chunk in _chunks(problems):
+            recs = np.zeros(len(chunk), dtype=SPLIT)
+            recs["h"] = [h64(p.id) for p in chunk]
+            recs["q"] = [h64(p.question) for p in chunk]
+            recs["pos"] = np.arange(self.n, self.n + len(chunk))
+            recs["labelled"] = [p.answer is not None for p in chunk]
+            self.records.add(recs)
+            self.n += len(chunk)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def close(self) -> None:
+        self.records.close()
 
 
-def _scan_chunk(batch: list[Trace], selection: Selection, want: dict, keys: array, done: Done) -> None:
-    done.rows += len(batch)
-    ids = np.fromiter((h64(r.id) for r in batch), dtype=np.uint64, count=len(batch))
-    if len(selection):
-        at = np.searchsorted(selection.ids, ids).clip(max=len(selection) - 1)
-        chosen, question = selection.ids[at] == ids, selection.questions[at]
-    else:
-        chosen = np.zeros(len(batch), dtype=bool)
-        question = np.zeros(len(batch), dtype=np.uint64)
-    good = []
-    for i in np.flatnonzero(chosen):
-        r = batch[i]
-        diff = [
-            f"{k}: {v!r} -> {want[k]!r}"
-            for k, v in (("teacher", r.teacher), ("template_hash", r.template_hash), ("sampling", r.sampling))
-            if v != want[k]
+def plan(rows: Iterator[Trace], split: SplitIndex, want: dict, n: int, hints: bool, parent: Path | None = None) -> Plan:
+    """Stream the rows of a traces file once and join them with the split, a bucket at a time:
+    the flags, the totals, and the rows written with other settings or for a question that
+    changed (``want``: teacher, template_hash, sampling)."""
+    finish: dict[str, int] = {}
+    with Buckets(TRACE, parent=parent) as traces:
+        total_rows = 0
+        for chunk in _chunks(rows):
+            recs = np.zeros(len(chunk), dtype=TRACE)
+            recs["h"] = [h64(r.id) for r in chunk]
+            recs["q"] = [h64(r.question) for r in chunk]
+            recs["ordinal"] = np.arange(total_rows, total_rows + len(chunk))
+            recs["prompt_tokens"] = [r.prompt_tokens for r in chunk]
+            recs["completion_tokens"] = [r.completion_tokens for r in chunk]
+            recs["sample"] = [r.sample for r in chunk]
+            recs["settings_match"] = [
+                r.teacher == want["teacher"] and r.template_hash == want["template_hash"] and r.sampling == want["sampling"] for r in chunk
+            ]
+            recs["rationalized"] = [r.rationalized for r in chunk]
+            recs["finish"] = [finish.setdefault(r.finish_reason, len(finish)) for r in chunk]
+            traces.add(recs)
+            total_rows += len(chunk)
+        out = Plan(np.zeros(len(split), dtype=np.uint8), Totals(), rows=total_rows)
+        names = list(finish)
+        finishes = np.zeros(max(1, len(names)), dtype=np.int64)
+        for s, t in zip(split.records.buckets(), traces.buckets(), strict=True):
+            _join(s, t, n, hints, out, finishes)
+        out.totals.finish_reasons = Counter({names[i]: int(c) for i, c in enumerate(finishes) if c})
+    return out
+
+
+def _join(s: np.ndarray, t: np.ndarray, n: int, hints: bool, out: Plan, finishes: np.ndarray) -> None:
+    """One bucket: the split's records ``s`` and the traces' records ``t`` of the same ids."""
+    out.flags[s["pos"]] |= np.where(s["labelled"] > 0, LABELLED, 0).astype(np.uint8)
+    if not len(s):
+        return
+    order = np.argsort(s["h"], kind="stable")
+    sh = s["h"][order]
+    at = order[np.searchsorted(sh, t["h"]).clip(max=len(sh) - 1)]  # the problem each trace would belong to
+    selected = s["h"][at] == t["h"]
+    fits = (t["settings_match"] > 0) & (s["q"][at] == t["q"])
+    wrong = selected & ~fits
+    if wrong.any():
+        out.mismatched += int(wrong.sum())
+        q_changed = s["q"][at] != t["q"]
+        first = np.argsort(t["ordinal"][wrong])[:3]
+        out.bad = sorted(out.bad + [(int(o), bool(c)) for o, c in zip(t["ordinal"][wrong][first], q_changed[wrong][first], strict=True)])[
+            :3
         ]
-        if int(question[i]) != h64(r.question):
-            diff.append(f"the question of {r.id} changed")
-        if diff:
-            done.mismatched += 1
-            if len(done.reasons) < 3:
-                done.reasons.append(f"trace {r.id}#{r.sample}: {'; '.join(diff)}")
-            continue
-        good.append(i)
-    if good:
-        idx = np.array(good)
-        samples = np.fromiter((batch[i].sample for i in good), dtype=np.uint64, count=len(good))
-        with np.errstate(over="ignore"):
-            keys.extend((ids[idx] + samples * MIX).tolist())
-        done.totals.add(batch[i] for i in good)
+    good = selected & fits
+    g, rows = t[good], at[good]
+    out.totals.traces += len(g)
+    out.totals.rationalized += int(g["rationalized"].sum())
+    out.totals.prompt_tokens += int(g["prompt_tokens"].sum())
+    out.totals.completion_tokens += int(g["completion_tokens"].sum())
+    np.add.at(finishes, g["finish"].astype(np.intp), 1)
+    written = np.zeros(len(s), dtype=bool)
+    for flag, lo, hi in ((MISSING, 0, n), (HINT_MISSING, n, 2 * n))[: 2 if hints else 1]:
+        inside = (g["sample"] >= lo) & (g["sample"] < hi)
+        pairs = np.unique(rows[inside].astype(np.uint64) << np.uint64(32) | g["sample"][inside].astype(np.uint64))
+        have = np.bincount((pairs >> np.uint64(32)).astype(np.intp), minlength=len(s))
+        short = have < n
+        out.flags[s["pos"][short]] |= flag
+        written |= short & (have > 0)
+    for i in np.flatnonzero(written):  # problems asked again that already have samples: which
+        out.partial[int(s["h"][i])] = set(g["sample"][rows == i].tolist())
 
 
-def empty() -> Done:
-    return Done(np.zeros(0, dtype=np.uint64), Totals())
+def explain(plan_: Plan, rows: Iterator[Trace], want: dict) -> list[str]:
+    """The first rows that do not fit, in words, for the refusal (the file is read again, up to
+    the last of them)."""
+    wanted = dict(plan_.bad)
+    out: list[str] = []
+    for i, r in enumerate(rows):
+        if i in wanted:
+            diff = [
+                f"{k}: {v!r} -> {want[k]!r}"
+                for k, v in (("teacher", r.teacher), ("template_hash", r.template_hash), ("sampling", r.sampling))
+                if v != want[k]
+            ]
+            if wanted[i]:
+                diff.append(f"the question of {r.id} changed")
+            out.append(f"trace {r.id}#{r.sample}: {'; '.join(diff)}")
+            if len(out) == len(wanted):
+                break
+    return out
 
 
-def solved_ids(rows: Iterator[Trace], solved) -> np.ndarray:
-    """The id hashes of the problems with a row for which ``solved(row)`` holds, sorted."""
-    ids = array("Q")
+def solved(rows: Iterator[Trace], is_solved: Callable[[Trace], bool], split: SplitIndex, plan_: Plan, parent: Path | None = None) -> None:
+    """Mark ``HINT_MISSING`` only on labelled problems none of whose rows ``is_solved`` (the problems
+    to rationalize): a second streaming pass over the traces file, joined by bucket."""
+    with Buckets(SOLVED, parent=parent) as hits:
+        for chunk in _chunks(rows):
+            ids = [h64(r.id) for r in chunk if is_solved(r)]
+            if ids:
+                hits.add(np.array(ids, dtype=np.uint64).view(SOLVED))
+        for s, h in zip(split.records.buckets(), hits.buckets(), strict=True):
+            done = np.isin(s["h"], h["h"]) | (s["labelled"] == 0)
+            plan_.flags[s["pos"][done]] &= np.uint8(0xFF ^ HINT_MISSING)
+
+
+def empty(split: SplitIndex, n: int, hints: bool) -> Plan:
+    """Nothing written: every problem wants everything."""
+    return plan(iter(()), split, {}, n, hints)
+
+
+def _chunks(rows: Iterable) -> Iterator[list]:
+    chunk: list = []
     for r in rows:
-        if solved(r):
-            ids.append(h64(r.id))
-    return _sorted(ids)
-
-
-def in_sorted(sorted_values: np.ndarray, pid: str) -> bool:
-    return bool(_member(sorted_values, np.array([h64(pid)], dtype=np.uint64))[0])
-
-
-def lines_in(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with path.open("rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        chunk.append(r)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

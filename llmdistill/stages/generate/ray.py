@@ -25,7 +25,7 @@ from llmdistill.errors import UserError
 from llmdistill.jsonl import RowAppender
 from llmdistill.prompts import PromptTemplate
 from llmdistill.records import Problem, Trace
-from llmdistill.stages.generate.index import Done
+from llmdistill.stages.generate.index import Plan
 from llmdistill.stages.generate.teacher import ask_teacher, batched, sampling_params
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def _ray():
 class TeacherActor:
     """One replica: the backend, built once, and the batches it is given."""
 
-    def __init__(self, cfg_json: str, split: str, problem_ids: list[str], rows: int | None, first_sample: int, hint: bool):
+    def __init__(self, cfg_json: str, split: str, problem_ids: list[str] | None, rows: int | None, first_sample: int, hint: bool):
         from llmdistill.backends import teacher_backend
         from llmdistill.prompts import load_prompt
 
@@ -50,7 +50,8 @@ class TeacherActor:
         self.template = load_prompt(self.cfg.data.prompt)
         self.params = sampling_params(self.cfg, self.template)
         self.backend = teacher_backend(self.cfg.teacher, self.cfg.generate.seed, split)
-        self.backend.check_alignment(problem_ids, first_rows=self.cfg.data.max_train is not None, rows=rows)
+        if problem_ids is not None:  # (only an engine that checks them gets the split's ids: see generate.run.aligns)
+            self.backend.check_alignment(problem_ids, first_rows=self.cfg.data.max_train is not None, rows=rows)
         self.first_sample, self.hint = first_sample, hint
 
     def __call__(self, batch: dict) -> dict:
@@ -75,9 +76,9 @@ class RayWriter:
         template: PromptTemplate,
         params,
         out: RowAppender,
-        done: Done,
+        done: Plan,
         split: str,
-        problem_ids: list[str],
+        problem_ids: list[str] | None,
         split_rows: int | None,
     ):
         self.cfg, self.out, self.done, self.split = cfg, out, done, split

@@ -15,19 +15,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from llmdistill.answers.checking import check_trace
 from llmdistill.atomic import move_aside
-from llmdistill.backends import Backend, SamplingParams, teacher_backend
+from llmdistill.backends import Backend, SamplingParams, backend_class, teacher_backend
 from llmdistill.config import Config
 from llmdistill.data import iter_split
 from llmdistill.jsonl import RowAppender, iter_recovered
 from llmdistill.outputs import StageRun, refusal
 from llmdistill.prompts import PromptTemplate, answer_stops, load_prompt
 from llmdistill.records import Problem, Trace
-from llmdistill.stages.generate.index import Done, Selection, Totals, empty, h64, in_sorted, scan, solved_ids
+from llmdistill.stages.generate.index import HINT_MISSING, MISSING, Plan, SplitIndex, Totals, empty, explain, plan, solved
 from llmdistill.stages.generate.teacher import ask_teacher, batched, sampling_params
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ class _Writer:
     """Asks the teacher in batches and appends the new traces, with a progress bar. Holds no trace:
     the file is the only copy; the totals are counted as rows are written."""
 
-    def __init__(self, cfg: Config, backend: Backend, template: PromptTemplate, params: SamplingParams, out: RowAppender, done: Done):
+    def __init__(self, cfg: Config, backend: Backend, template: PromptTemplate, params: SamplingParams, out: RowAppender, done: Plan):
         self.cfg, self.backend, self.template, self.params, self.out, self.done = cfg, backend, template, params, out, done
         self.tokens_out = 0
         self.problems_done = 0
@@ -66,11 +65,11 @@ class _Writer:
         bar.close()
 
 
-def _wanting(cfg: Config, split: str, selection: Selection, missing: np.ndarray) -> Iterator[Problem]:
-    """The split's problems, streamed again, whose flag in ``missing`` (in ``selection``'s order) is set."""
-    wanted = selection.ids[missing]
-    for p in iter_split(cfg.data, split):
-        if in_sorted(wanted, p.id):
+def _wanting(cfg: Config, split: str, done: Plan, flag: int) -> Iterator[Problem]:
+    """The split's problems, streamed again, whose ``flag`` is set in ``done``."""
+    flags = done.flags
+    for pos, p in enumerate(iter_split(cfg.data, split)):
+        if flags[pos] & flag:
             yield p
 
 
@@ -82,71 +81,72 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
     ``(id, sample)`` pairs are asked for. Rows of problems outside the current selection
     (``data.max_train``) stay in the file, unused.
 
-    In bounded memory, whatever the number of problems: the split is streamed (once to hash its
+    In memory that does not grow with the run (``index``): the split is streamed (once to hash its
     ids and questions, once more for the problems to ask), the traces file is the only copy of the
-    traces and is streamed to resume (``index``: 8 bytes per trace), and the statistics are
-    running totals.
+    traces and is streamed to resume, the hashes are joined on disk a bucket at a time, and what
+    is held is a byte a problem and the running totals.
     """
     with StageRun(cfg, "generate", overwrite) as run:
         path = run.dir / "traces.jsonl"
         split = cfg.data.train_split
         notes: dict = {}
-        selection = Selection(iter_split(cfg.data, split, notes))
-        log.info("loaded %d %s problems from %s", len(selection), split, cfg.data.path)
-        template = load_prompt(cfg.data.prompt)
         g = cfg.generate
-        params = sampling_params(cfg, template)
-        t_scan = time.time()
-        done = scan(
-            iter_recovered(path, Trace),
-            selection,
-            {"teacher": cfg.teacher.model_name_or_path, "template_hash": template.hash, "sampling": asdict(params)},
-        )
-        if done.mismatched and not overwrite:
-            raise refusal(f"{path}: {done.mismatched} of {done.rows} traces were written with other settings", done.reasons[:1])
-        if done.mismatched:
-            move_aside(path)
-            done = empty()
-        if done.totals.traces:
-            log.info(
-                "resuming: %d traces of the selected problems already in %s (indexed in %.1f s)",
-                done.totals.traces,
-                path,
-                time.time() - t_scan,
-            )
-        n = g.n
-        missing = done.missing(selection, range(n))
-        writer: RayWriter | _Writer | None = None
-        t0, owned = time.time(), backend is None
-        with RowAppender(path) as out:
-
-            def ask(problems: Iterable[Problem], total: int, **kw) -> None:
-                nonlocal backend, writer
-                if not total:
-                    return
-                if writer is None and g.engine == "ray":  # the engines start in the Ray actors
-                    from llmdistill.stages.generate.ray import RayWriter
-
-                    writer = RayWriter(cfg, template, params, out, done, split, _ids(cfg, split), notes["rows"])
-                elif writer is None:  # start the engine only when there is something to ask
-                    backend = backend or teacher_backend(cfg.teacher, g.seed, split)
-                    if type(backend).check_alignment is not Backend.check_alignment:  # (the ids of every problem: only replay needs them)
-                        backend.check_alignment(_ids(cfg, split), first_rows=cfg.data.max_train is not None, rows=notes["rows"])
-                    writer = _Writer(cfg, backend, template, params, out, done)
-                writer.run(problems, total, **kw)
-
-            ask(_wanting(cfg, split, selection, missing), int(missing.sum()))
-            if g.rationalize:
-                stop = answer_stops(template, cfg.data)
-                solved = solved_ids(
-                    iter_recovered(path, Trace),
-                    lambda t: (
-                        t.sample < n and selection.question_of(t.id) is not None and check_trace(t, stop, cfg.data).verdict == "correct"
-                    ),
+        n, hints = g.n, bool(g.rationalize)
+        index = SplitIndex(iter_split(cfg.data, split, notes), parent=run.dir)
+        try:
+            log.info("loaded %d %s problems from %s", len(index), split, cfg.data.path)
+            template = load_prompt(cfg.data.prompt)
+            params = sampling_params(cfg, template)
+            want = {"teacher": cfg.teacher.model_name_or_path, "template_hash": template.hash, "sampling": asdict(params)}
+            t_scan = time.time()
+            done = plan(iter_recovered(path, Trace), index, want, n, hints, parent=run.dir)
+            if done.mismatched and not overwrite:
+                reasons = explain(done, iter_recovered(path, Trace), want)
+                raise refusal(f"{path}: {done.mismatched} of {done.rows} traces were written with other settings", reasons[:1])
+            if done.mismatched:
+                move_aside(path)
+                done = empty(index, n, hints)
+            if done.totals.traces:
+                log.info(
+                    "resuming: %d traces of the selected problems already in %s (indexed in %.1f s)",
+                    done.totals.traces,
+                    path,
+                    time.time() - t_scan,
                 )
-                hard = _hard(cfg, split, selection, solved, done, n)
-                log.info("rationalizing %d problems with no correct sample", int(hard.sum()))
-                ask(_wanting(cfg, split, selection, hard), int(hard.sum()), first_sample=n, hint=True, desc="rationalize")
+            writer: RayWriter | _Writer | None = None
+            t0, owned = time.time(), backend is None
+            with RowAppender(path) as out:
+
+                def ask(problems: Iterable[Problem], total: int, **kw) -> None:
+                    nonlocal backend, writer
+                    if not total:
+                        return
+                    if writer is None and g.engine == "ray":  # the engines start in the Ray actors
+                        from llmdistill.stages.generate.ray import RayWriter
+
+                        ids = _ids(cfg, split) if aligns(backend_class(cfg.teacher.backend)) else None
+                        writer = RayWriter(cfg, template, params, out, done, split, ids, notes["rows"])
+                    elif writer is None:  # start the engine only when there is something to ask
+                        backend = backend or teacher_backend(cfg.teacher, g.seed, split)
+                        if aligns(type(backend)):
+                            backend.check_alignment(_ids(cfg, split), first_rows=cfg.data.max_train is not None, rows=notes["rows"])
+                        writer = _Writer(cfg, backend, template, params, out, done)
+                    writer.run(problems, total, **kw)
+
+                ask(_wanting(cfg, split, done, MISSING), done.count(MISSING))
+                if hints:
+                    stop = answer_stops(template, cfg.data)
+                    solved(
+                        iter_recovered(path, Trace),
+                        lambda t: t.sample < n and check_trace(t, stop, cfg.data).verdict == "correct",
+                        index,
+                        done,
+                        parent=run.dir,
+                    )
+                    log.info("rationalizing %d problems with no correct sample", done.count(HINT_MISSING))
+                    ask(_wanting(cfg, split, done, HINT_MISSING), done.count(HINT_MISSING), first_sample=n, hint=True, desc="rationalize")
+        finally:
+            index.close()
         tokens_out, asked = (writer.tokens_out, writer.problems_done) if writer else (0, 0)
         if owned and backend is not None:
             backend.close()  # free the engine's memory before the next stage
@@ -154,23 +154,18 @@ def generate(cfg: Config, backend: Backend | None = None, overwrite: bool = Fals
         if writer is not None and hasattr(writer, "stats"):
             engine["ray"] = writer.stats()
         return run.finish(
-            {**_summary(done.totals, len(selection), asked, tokens_out, time.time() - t0), "data": notes, **engine}, outputs=[path]
+            {**_summary(done.totals, len(index), asked, tokens_out, time.time() - t0), "data": notes, **engine}, outputs=[path]
         )
+
+
+def aligns(cls: type[Backend]) -> bool:
+    """Whether the engine checks the split's ids before any work (replayed outputs: it holds
+    them anyway). Only then is the list of every id made."""
+    return cls.check_alignment is not Backend.check_alignment
 
 
 def _ids(cfg: Config, split: str) -> list[str]:
     return [p.id for p in iter_split(cfg.data, split)]
-
-
-def _hard(cfg: Config, split: str, selection: Selection, solved: np.ndarray, done: Done, n: int) -> np.ndarray:
-    """Per selected problem: labelled, none of its first ``n`` samples correct, and a hinted sample
-    (``n .. 2n - 1``) still missing."""
-    labelled = np.zeros(len(selection), dtype=bool)
-    for p in iter_split(cfg.data, split):
-        if p.answer is not None:
-            labelled[int(np.searchsorted(selection.ids, np.uint64(h64(p.id))))] = True
-    unsolved = ~np.isin(selection.ids, solved)
-    return labelled & unsolved & done.missing(selection, range(n, 2 * n))
 
 
 def _summary(totals: Totals, problems: int, done: int, new_tokens_out: int, seconds: float) -> dict:

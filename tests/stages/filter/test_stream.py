@@ -167,6 +167,26 @@ def test_streamed_teacher_accuracy_matches_counting_whole_problems():
         assert teacher_accuracy(rows) == _accuracy_reference(rows)
 
 
+def test_teacher_accuracy_spilled_to_disk_by_bucket_is_the_same(monkeypatch):
+    """Many problems, rows in random order, the per-row records spilled to disk every 100 rows
+    (``buckets.SPILL``) and folded a bucket at a time: what grouping every row gives."""
+    import random
+
+    import llmdistill.buckets
+    from llmdistill.stages.filter.run import teacher_accuracy
+
+    monkeypatch.setattr(llmdistill.buckets, "SPILL", 100)
+    rng = random.Random(1)
+    rows = []
+    for pid in range(3000):
+        for s in range(rng.randint(1, 4)):
+            key = rng.choice(["1", "2", "3", None])
+            verdict = "unparseable" if key is None else "correct" if key == "1" else "wrong"
+            rows.append(FilteredTrace(id=f"p{pid}", sample=s, question="q", prompt="", completion="", answer_key=key, verdict=verdict))
+    rng.shuffle(rows)
+    assert teacher_accuracy(rows) == _accuracy_reference(rows)
+
+
 def test_near_dup_index_streams_like_one_batch(tmp_path):
     """Chunks (with duplicates inside one chunk and across chunks) give the pairs one call gives;
     MinHashes spilled to a file give what MinHashes in memory give."""

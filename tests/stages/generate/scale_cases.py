@@ -51,9 +51,17 @@ def config(name: str, out: Path) -> tuple[Path, list[str]]:
     return ROOT / "configs" / "svamp_palm.yaml", sets
 
 
-def command(name: str, out: Path) -> list[str]:
+def command(name: str, out: Path, spill: int | None = None) -> list[str]:
+    """``llmdistill generate`` on the case; ``spill``: records held before the stage's hashes go to
+    disk (``llmdistill.buckets.SPILL``), small to make a small case take the on-disk path."""
     cfg, sets = config(name, out)
-    return [sys.executable, "-m", "llmdistill", "generate", str(cfg), *(a for s in sets for a in ("--set", s))]
+    cli = ["-m", "llmdistill"]
+    if spill is not None:
+        cli = [
+            "-c",
+            f"import sys, llmdistill.buckets as b; b.SPILL = {spill}; from llmdistill.cli import app; sys.argv[0] = 'llmdistill'; app()",
+        ]
+    return [sys.executable, *cli, "generate", str(cfg), *(a for s in sets for a in ("--set", s))]
 
 
 def env() -> dict:
@@ -65,8 +73,8 @@ def result(out: Path) -> dict:
     return {"traces": digest(out / "generate" / "traces.jsonl"), "stats": {k: stats[k] for k in STATS if k != "problems_this_run"}}
 
 
-def run(name: str, out: Path) -> dict:
-    subprocess.run(command(name, out), cwd=ROOT, env=env(), check=True, capture_output=True, timeout=900)
+def run(name: str, out: Path, spill: int | None = None) -> dict:
+    subprocess.run(command(name, out, spill), cwd=ROOT, env=env(), check=True, capture_output=True, timeout=900)
     return result(out)
 
 
