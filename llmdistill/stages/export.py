@@ -12,14 +12,16 @@ through the card's ``configs``). ``push_to_hub`` uploads the folder once everyth
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 import yaml
+from tqdm.auto import tqdm
 
 from llmdistill.atomic import MARK, atomic_dir
 from llmdistill.config import Config
@@ -31,6 +33,7 @@ from llmdistill.records import FilteredTrace
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "rejected")
+BATCH_ROWS = 1000  # rows per Arrow batch written: datasets' own (config.DEFAULT_MAX_BATCH_SIZE), so files are laid out as before
 # column -> datasets dtype; a row's value comes from the FilteredTrace field of the same name unless mapped
 COLUMNS = {
     "id": "string",
@@ -81,6 +84,22 @@ def _features():
     return datasets.Features({k: datasets.Value(v) for k, v in COLUMNS.items()})
 
 
+def _view_features():
+    """The views' columns: what ``datasets`` infers from ``view_rows``, fixed so it need not infer."""
+    import datasets
+
+    message = {"role": datasets.Value("string"), "content": datasets.Value("string")}
+    return datasets.Features(
+        {
+            "prompt": datasets.List(message),
+            "completion": datasets.List(message),
+            "id": datasets.Value("string"),
+            "sample": datasets.Value("int64"),
+            "task": datasets.Value("string"),
+        }
+    )
+
+
 def view_rows(cfg: Config, traces: Iterable[FilteredTrace], objective: str) -> Iterator[dict]:
     """Conversational prompt/completion rows for ``trl sft`` (the prompt file's chat form)."""
     template = load_prompt(cfg.data.prompt)
@@ -107,23 +126,139 @@ def view_rows(cfg: Config, traces: Iterable[FilteredTrace], objective: str) -> I
                 yield row(t, "rationale", rationale)
 
 
-def _write(folder: Path, name: str, rows: Callable[[], Iterator[dict]], fmt: str, features=None) -> tuple[str, int]:
-    """One split or view in ``fmt``, streamed: ``rows()`` is read once, in batches, into Arrow files
-    under a scratch cache in the export's temporary folder (never a stale cache hit, memory
-    bounded whatever the number of traces). Returns its path relative to the export folder and
-    its row count."""
-    import datasets
-
-    cache = folder / ".cache" / name.replace("/", "_")
-    ds = datasets.Dataset.from_generator(rows, features=features, cache_dir=str(cache))
+def _write(folder: Path, name: str, rows: Iterable[dict], fmt: str, features) -> tuple[str, int]:
+    """One split or view in ``fmt``, streamed: ``rows`` is read once, ``BATCH_ROWS`` at a time, each
+    batch typed by ``features`` and written straight into its file(s), as ``datasets`` would write
+    the same rows (no cache to copy out of, so memory stays flat whatever the number of traces).
+    Returns its path relative to the export folder and its row count."""
+    tables = _tables(rows, features, name)
     if fmt == "hf":
-        ds.save_to_disk(str(folder / name))
-        rel = name
-    else:
-        rel = f"{name}.parquet" if fmt == "parquet" else f"{name}.jsonl"
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        ds.to_parquet(str(folder / rel)) if fmt == "parquet" else ds.to_json(str(folder / rel), lines=True)
-    return rel, len(ds)
+        return name, _save_to_disk(folder / name, tables, features)
+    rel = f"{name}.parquet" if fmt == "parquet" else f"{name}.jsonl"
+    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+    return rel, _to_parquet(folder / rel, tables, features) if fmt == "parquet" else _to_jsonl(folder / rel, tables)
+
+
+def _tables(rows: Iterable[dict], features, desc: str) -> Iterator:
+    """``rows`` as ``pa.Table``s of up to ``BATCH_ROWS`` rows with ``features``' Arrow schema."""
+    import pyarrow as pa
+
+    schema, it = features.arrow_schema, iter(rows)
+    with tqdm(desc=desc, unit=" rows") as bar:
+        while batch := list(islice(it, BATCH_ROWS)):
+            bar.update(len(batch))
+            yield pa.Table.from_pylist(batch, schema=schema)
+
+
+def _to_parquet(path: Path, tables: Iterable, features) -> int:
+    """What ``Dataset.to_parquet`` writes (its column options, content-defined chunking, a page
+    index), in row groups of at most ``MAX_ROW_GROUP_SIZE`` (100MB) of Arrow data, as it sizes them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import config
+    from datasets.arrow_writer import get_parquet_column_options
+    from datasets.utils.py_utils import convert_file_size_to_int
+
+    schema, limit, cdc = features.arrow_schema, convert_file_size_to_int(config.MAX_ROW_GROUP_SIZE), config.DEFAULT_CDC_OPTIONS
+    options = get_parquet_column_options(features, schema)
+    group: list = []  # the tables of the row group being gathered
+    rows = group_bytes = 0
+    with pq.ParquetWriter(path, schema, use_content_defined_chunking=cdc, write_page_index=True, **options) as writer:
+        for table in tables:
+            if group and group_bytes + table.nbytes > limit:
+                writer.write_table(pa.concat_tables(group))
+                group, group_bytes = [], 0
+            group.append(table)
+            group_bytes += table.nbytes
+            rows += table.num_rows
+        if group:
+            writer.write_table(pa.concat_tables(group))
+        writer.add_key_value_metadata({"content_defined_chunking": json.dumps(cdc)})
+    return rows
+
+
+def _to_jsonl(path: Path, tables: Iterable) -> int:
+    """What ``Dataset.to_json(lines=True)`` writes, byte for byte: each batch through pandas' writer
+    (ints beside nulls stay ints, floats to 10 decimals, non-ASCII and "/" escaped)."""
+    rows = 0
+    with path.open("wb") as f:
+        for table in tables:
+            text = table.to_pandas(integer_object_nulls=True).to_json(orient="records", lines=True)
+            f.write((text if text.endswith("\n") else text + "\n").encode("utf-8"))
+            rows += table.num_rows
+    return rows
+
+
+def _save_to_disk(folder: Path, tables: Iterable, features) -> int:
+    """What ``Dataset.save_to_disk`` writes, with no dataset to save: Arrow shards of at most
+    ``MAX_SHARD_SIZE`` (500MB), then the ``state.json`` and ``dataset_info.json`` that
+    ``load_from_disk`` reads, describing the dataset as ``Dataset.from_generator`` did (one
+    ``train`` split of its ``generator`` builder)."""
+    from datasets import DatasetInfo, SplitDict, SplitInfo, config
+    from datasets.arrow_writer import ArrowWriter
+    from datasets.utils.py_utils import asdict, convert_file_size_to_int
+
+    folder.mkdir(parents=True)
+    limit = convert_file_size_to_int(config.MAX_SHARD_SIZE)
+    shards: list[Path] = []
+    counts: list[tuple[int, int]] = []  # (rows, Arrow bytes) per shard
+
+    def shard():
+        shards.append(folder / f"data-{len(shards):05d}.arrow")  # numbered "-of-N" once N is known
+        return ArrowWriter(features=features, path=str(shards[-1]), embed_local_files=True)
+
+    writer, shard_bytes = shard(), 0
+    for table in tables:
+        if shard_bytes and shard_bytes + table.nbytes > limit:
+            counts.append(writer.finalize())
+            writer.close()
+            writer, shard_bytes = shard(), 0
+        writer.write_table(table)
+        shard_bytes += table.nbytes
+    counts.append(writer.finalize())
+    writer.close()
+    files = [p.rename(p.with_name(f"data-{i:05d}-of-{len(shards):05d}.arrow")) for i, p in enumerate(shards)]
+    rows, nbytes = sum(n for n, _ in counts), sum(b for _, b in counts)
+
+    state: dict[str, object] = {
+        "_data_files": [{"filename": p.name} for p in files],
+        "_fingerprint": _fingerprint(files),
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": "train",
+    }
+    splits = SplitDict(dataset_name="generator")
+    splits.add(SplitInfo(name="train", num_bytes=nbytes, num_examples=rows, dataset_name="generator"))
+    info = asdict(
+        DatasetInfo(
+            builder_name="generator",
+            dataset_name="generator",
+            config_name="default",
+            version="0.0.0",
+            features=features,
+            splits=splits,
+            download_size=0,
+            dataset_size=nbytes,
+            size_in_bytes=nbytes,
+        )
+    )
+    (folder / config.DATASET_STATE_JSON_FILENAME).write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+    # first-level keys sorted, as save_to_disk does (a nested feature's fields keep their order)
+    (folder / config.DATASET_INFO_FILENAME).write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2), encoding="utf-8")
+    return rows
+
+
+def _fingerprint(files: list[Path]) -> str:
+    """The dataset's fingerprint: a hash of its Arrow files' bytes (read in chunks, never mapped),
+    so an export rerun on the same traces writes the same folder."""
+    h = hashlib.blake2b(digest_size=8)
+    for path in files:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def _dataset_dict(folder: Path, splits: list[str]) -> None:
@@ -137,7 +272,7 @@ def export(cfg: Config, command: str | None = None) -> dict:
     e = cfg.export
     out = Path(e.to) if e.to else Path(cfg.output_dir) / "export"
     traces = {"train": stage_dir(cfg, "filter") / "kept.jsonl", "rejected": stage_dir(cfg, "filter") / "rejected.jsonl"}
-    read = lambda split: lambda: (_row(t) for t in iter_rows(traces[split], FilteredTrace))
+    read = lambda split: (_row(t) for t in iter_rows(traces[split], FilteredTrace))
     if not traces["train"].stat().st_size:
         raise UserError(f"{traces['train']} is empty: the filter kept no traces, so there is nothing to export")
     sizes, files = {}, {}
@@ -151,13 +286,12 @@ def export(cfg: Config, command: str | None = None) -> dict:
             if split == "train" or traces[split].stat().st_size:
                 files[split], sizes[split] = _write(tmp, f"{data}{split}", read(split), e.format, _features())
         for view in e.views:
-            rows = lambda view=view: view_rows(cfg, iter_rows(traces["train"], FilteredTrace), view)
-            files[f"sft_{view}"], sizes[f"sft_{view}"] = _write(tmp, f"views/sft_{view}", rows, e.format)
+            rows = view_rows(cfg, iter_rows(traces["train"], FilteredTrace), view)
+            files[f"sft_{view}"], sizes[f"sft_{view}"] = _write(tmp, f"views/sft_{view}", rows, e.format, _view_features())
         if e.format == "hf":
             _dataset_dict(tmp, [s for s in files if not s.startswith("sft_")])
             if e.views:
                 _dataset_dict(tmp / "views", [s for s in files if s.startswith("sft_")])
-        shutil.rmtree(tmp / ".cache", ignore_errors=True)  # datasets' scratch inside our own new temporary folder
         (tmp / "README.md").write_text(dataset_card(cfg, sizes, files, command))
     log.info("exported %s to %s (%s)", sizes, out, e.format)
     if e.push_to_hub:

@@ -180,3 +180,71 @@ def test_export_never_deletes_a_folder_it_did_not_write(svamp, monkeypatch, tmp_
         assert r.exit_code == 0, r.output
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("empty.replaced-")]
     assert len(aside) == 1 and (aside[0] / "README.md").is_file() and (empty / "README.md").is_file()
+
+
+def test_each_format_is_what_datasets_writes_for_the_same_rows(svamp, monkeypatch, tmp_path):
+    """The streamed writers against datasets' own: Dataset.from_generator over the same rows (the
+    views' columns inferred, as export once did), then save_to_disk, to_parquet and to_json, give
+    the same files byte for byte; only the fingerprint differs, and it is the same on a rerun."""
+    import datasets
+
+    from llmdistill.stages.export import COLUMNS, export, view_rows
+
+    monkeypatch.chdir(ROOT)
+    cfg = _cfg(svamp, "export.views=[cot, label, step_by_step]")
+    for fmt in ("hf", "parquet", "jsonl"):
+        export(_cfg(svamp, f"export.to={tmp_path / fmt}", f"export.format={fmt}", "export.views=[cot, label, step_by_step]"))
+    kept = read_rows(svamp / "filter" / "kept.jsonl", FilteredTrace)
+    mine = datasets.load_from_disk(str(tmp_path / "hf"))
+    features = datasets.Features({k: datasets.Value(v) for k, v in COLUMNS.items()})
+    cache = str(tmp_path / "cache")  # datasets' scratch, not the user's ~/.cache
+    refs = {
+        f"data/{s}": datasets.Dataset.from_generator(lambda s=s: iter(mine[s]), features=features, cache_dir=cache)
+        for s in ("train", "rejected")
+    }
+    for view in ("cot", "label", "step_by_step"):
+        rows = lambda view=view: view_rows(cfg, kept, view)
+        refs[f"views/sft_{view}"] = datasets.Dataset.from_generator(rows, cache_dir=cache)
+    for name, ref in refs.items():
+        ref.save_to_disk(str(tmp_path / "ref" / name))
+        ref.to_parquet(str(tmp_path / "ref" / f"{name}.parquet"))
+        ref.to_json(str(tmp_path / "ref" / f"{name}.jsonl"), lines=True)
+        written = tmp_path / "hf" / name.removeprefix("data/")
+        for file in ("data-00000-of-00001.arrow", "dataset_info.json"):
+            assert (written / file).read_bytes() == (tmp_path / "ref" / name / file).read_bytes(), (name, file)
+        state, ref_state = (json.loads((d / "state.json").read_text()) for d in (written, tmp_path / "ref" / name))
+        assert {**state, "_fingerprint": None} == {**ref_state, "_fingerprint": None}, name
+        for fmt in ("parquet", "jsonl"):
+            assert (tmp_path / fmt / f"{name}.{fmt}").read_bytes() == (tmp_path / "ref" / f"{name}.{fmt}").read_bytes(), (name, fmt)
+    views = datasets.load_from_disk(str(tmp_path / "hf" / "views"))
+    assert views["sft_cot"].features == refs["views/sft_cot"].features and views["sft_cot"].to_list() == refs["views/sft_cot"].to_list()
+    export(_cfg(svamp, f"export.to={tmp_path / 'again'}", "export.views=[cot, label, step_by_step]"))
+    for name in ("train", "rejected", "views/sft_cot", "views/sft_label", "views/sft_step_by_step"):
+        assert (tmp_path / "again" / name / "state.json").read_text() == (tmp_path / "hf" / name / "state.json").read_text()
+
+
+def test_a_split_past_the_shard_and_row_group_sizes_is_written_in_parts(svamp, monkeypatch, tmp_path):
+    """Past datasets' shard size (hf) and row-group size (parquet) a split is cut into several of
+    each, as datasets cuts it, and loads the same rows."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    import llmdistill.stages.export as ex
+
+    monkeypatch.chdir(ROOT)
+    for fmt in ("hf", "parquet"):
+        ex.export(_cfg(svamp, f"export.to={tmp_path / 'whole' / fmt}", f"export.format={fmt}", "export.views=[label]"))
+    monkeypatch.setattr(ex, "BATCH_ROWS", 50)
+    monkeypatch.setattr(datasets.config, "MAX_SHARD_SIZE", "200KB")  # the train split: 539,044 bytes of Arrow data
+    monkeypatch.setattr(datasets.config, "MAX_ROW_GROUP_SIZE", "100KB")
+    for fmt in ("hf", "parquet"):
+        ex.export(_cfg(svamp, f"export.to={tmp_path / 'parts' / fmt}", f"export.format={fmt}", "export.views=[label]"))
+    shards = sorted(p.name for p in (tmp_path / "parts" / "hf" / "train").glob("*.arrow"))
+    assert shards == [f"data-0000{i}-of-00003.arrow" for i in range(3)]
+    whole, parts = (datasets.load_from_disk(str(tmp_path / d / "hf")) for d in ("whole", "parts"))
+    assert whole["train"].features == parts["train"].features and whole["train"].to_list() == parts["train"].to_list()
+    assert json.loads((tmp_path / "parts" / "hf" / "train" / "dataset_info.json").read_text())["splits"]["train"]["num_examples"] == 597
+    groups = pq.ParquetFile(tmp_path / "parts" / "parquet" / "data" / "train.parquet").metadata
+    assert groups.num_row_groups > 5 and all(groups.row_group(i).num_rows % 50 == 0 for i in range(groups.num_row_groups - 1))
+    whole, parts = (datasets.load_dataset(str(tmp_path / d / "parquet")) for d in ("whole", "parts"))
+    assert whole["train"].features == parts["train"].features and whole["train"].to_list() == parts["train"].to_list()

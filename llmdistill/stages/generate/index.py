@@ -31,7 +31,7 @@ from llmdistill.buckets import Buckets, h64
 from llmdistill.records import Problem, Trace
 
 MISSING, HINT_MISSING, LABELLED = 1, 2, 4
-CHUNK = 8192  # rows hashed at a time
+CHUNK = 1024  # rows hashed at a time (a chunk of traces holds their texts)
 
 SPLIT = np.dtype([("h", np.uint64), ("q", np.uint64), ("pos", np.uint32), ("labelled", np.uint8)])
 TRACE = np.dtype(
