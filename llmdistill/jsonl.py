@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import jsonlines
 from pydantic import BaseModel, ValidationError
@@ -54,6 +54,44 @@ def row_error(path: Path, lineno: int, model: type[BaseModel], e: ValidationErro
 
 def read_rows(path: str | Path, model: type[R]) -> list[R]:
     return list(iter_rows(path, model))
+
+
+def iter_offsets(path: str | Path, model: type[R]) -> Iterator[tuple[int, R]]:
+    """``iter_rows`` with each row's byte offset in the file, to read it again later (``RowsAt``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    with open(path, "rb") as fh:
+        offset = 0
+        for lineno, line in enumerate(fh, start=1):
+            start, offset = offset, offset + len(line)
+            if not line.strip():
+                continue
+            try:
+                yield start, model.model_validate_json(line)
+            except ValidationError as e:
+                raise row_error(path, lineno, model, e) from None
+
+
+class RowsAt(Generic[R]):
+    """Rows of a JSONL file read again by byte offset (from ``iter_offsets``), through one open handle."""
+
+    def __init__(self, path: str | Path, model: type[R]):
+        self.path, self.model = Path(path), model
+        self._fh = open(self.path, "rb")  # noqa: SIM115 -- held open across reads; closed by close()
+
+    def __getitem__(self, offset: int) -> R:
+        self._fh.seek(offset)
+        return self.model.model_validate_json(self._fh.readline())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> RowsAt[R]:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def write_rows(path: str | Path, rows: Iterable[BaseModel]) -> int:

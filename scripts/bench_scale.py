@@ -9,7 +9,8 @@ then, each in a process of its own (``python -m llmdistill ...``):
 - ``resume half``: a generate SIGKILLed once half the traces are on disk, then run again;
 - ``resume done``: generate again on the finished file (indexing N traces, nothing to ask);
 - ``filter`` (the SVAMP recipe's filters), ``export`` (parquet);
-- ``train``: the train stage through its first step with a tiny model (SmolLM2's tokenizer, 2 layers).
+- ``train``: the train stage through its first step with a tiny model (SmolLM2's tokenizer, 2 layers),
+  on generate's traces filtered without dedup (``bench_train``: the repeated split would dedup to 597).
 
     python scripts/bench_scale.py [--sizes 200000 1000000 2000000] [--stages generate resume filter export train] [--json out.json]
 """
@@ -92,7 +93,7 @@ def write_config(work: Path, split: Path, student: str) -> Path:
         "generate": {"n": 1, "temperature": 0.0},
         "filter": {"order": ["truncated", "parse", "correct", "length", "degenerate", "dedup_exact", "dedup_near"]},
         "student": {"init": "pretrained", "model_name_or_path": student},
-        "train": {"mode": "step_by_step", "max_steps": 1, "per_device_train_batch_size": 8, "max_length": 512, "preflight_probe": False,
+        "train": {"mode": "step_by_step", "max_steps": 1, "per_device_train_batch_size": 1, "max_length": 512, "preflight_probe": False,
                   "on_overlength": "drop"},
         "export": {"format": "parquet", "to": str(work / "export"), "views": ["step_by_step"]},
     }  # fmt: skip
@@ -101,6 +102,74 @@ def write_config(work: Path, split: Path, student: str) -> Path:
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+# The train stage's input. The recipe's dedup filters would keep 597 traces of the repeated split
+# (its problems are SVAMP's 700, over and over), so the train benchmark filters without them: every
+# problem the teacher answers right is a kept trace. Its config is the recipe's (configs/quickstart.yaml):
+# step-by-step on gold equations for every problem, zero-shot prompts, length-grouped batches; one
+# problem a step, so the step's activations (logits over a 49k vocabulary) stay out of the data path's peak.
+TRAIN_FILTERS = ["truncated", "parse", "correct", "length", "degenerate"]
+TRAIN = {"mode": "step_by_step", "label_source": "gold", "gold_label": "as_written", "num_shots": 0, "group_by_length": True,
+         "max_steps": 1, "per_device_train_batch_size": 1, "max_length": 512, "on_overlength": "drop", "preflight_probe": False}  # fmt: skip
+
+
+def bench_train(run: Path, config: Path) -> dict:
+    """The train stage through its first step on ``run/generate``'s traces, filtered without dedup in
+    a folder of its own (``run/train-run``: the generate folder linked, filter run once, not timed)."""
+    import yaml
+
+    generate = run / "run" / "generate"
+    if not (generate / "stats.json").is_file():
+        raise SystemExit(f"{generate}: no generate output (run --stages generate first)")
+    cfg = yaml.safe_load(config.read_text())
+    out_dir = run / "train-run"
+    cfg |= {"output_dir": str(out_dir), "filter": {"order": TRAIN_FILTERS}, "train": TRAIN}
+    path = run / "config-train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out_dir.mkdir(exist_ok=True)
+    if not (out_dir / "generate").exists():
+        (out_dir / "generate").symlink_to(generate.resolve(), target_is_directory=True)
+    if not (out_dir / "filter" / "stats.json").is_file():
+        run_stage(["filter", str(path)])
+    peaks = RssParts(f"-m llmdistill train {path}")
+    stats = run_stage(["train", str(path), "--overwrite"], kill_when=peaks.sample, poll_s=0.1)
+    train = json.loads((out_dir / "train" / "stats.json").read_text())
+    return {**stats, **peaks.mib(), "kept_traces": lines(out_dir / "filter" / "kept.jsonl"), "examples": train["examples"]}
+
+
+class RssParts:
+    """Peaks of a process's anonymous and file-backed resident memory, sampled from /proc (a
+    ``kill_when`` that never kills). File-backed pages are memory-mapped files (the Arrow sets,
+    the libraries): page cache the kernel takes back when it needs it, unlike anonymous memory."""
+
+    def __init__(self, cmdline: str):
+        self.cmdline, self.pid, self.anon, self.file = cmdline.encode(), None, 0, 0
+
+    def _find(self) -> None:
+        for proc in Path("/proc").iterdir():
+            try:
+                args = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if self.cmdline in args and not args.startswith(b"/usr/bin/time"):
+                self.pid = proc.name
+                return
+
+    def sample(self) -> bool:
+        if self.pid is None:
+            self._find()
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text() if self.pid else ""
+        except OSError:
+            return False
+        fields = dict(line.split(":", 1) for line in status.splitlines() if line.startswith("Rss"))
+        self.anon = max(self.anon, int(fields.get("RssAnon", "0 kB").split()[0]))
+        self.file = max(self.file, int(fields.get("RssFile", "0 kB").split()[0]))
+        return False
+
+    def mib(self) -> dict:
+        return {"peak_anon_mib": round(self.anon / 1024), "peak_file_mib": round(self.file / 1024)}
 
 
 def run_stage(args: list[str], kill_when=None, poll_s: float = 0.05) -> dict:
@@ -153,9 +222,11 @@ def bench_size(n: int, stages: list[str], work: Path) -> dict:
         shutil.rmtree(run / "run", ignore_errors=True)
         out["generate"] = run_stage(["generate", str(config)])
         out["generate"]["traces_per_s"] = round(n / out["generate"]["seconds"])
-    for stage in ("filter", "export", "train"):
+    for stage in ("filter", "export"):
         if stage in stages:
             out[stage] = run_stage([stage, str(config)])
+    if "train" in stages:
+        out["train"] = bench_train(run, config)
     if "resume" in stages:  # another folder: half written, SIGKILLed, then resumed; then resumed once more with nothing to ask
         resumed = ["--set", f"output_dir={run / 'resume'}"]
         shutil.rmtree(run / "resume", ignore_errors=True)

@@ -77,8 +77,10 @@ def lora_config(cfg: Config):
     return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type="CAUSAL_LM")
 
 
-def sft_config(cfg: Config, output_dir: str, has_validation: bool):
-    """TRL's SFTConfig for the train section; with validation, checkpoints land on evaluation steps."""
+def sft_config(cfg: Config, output_dir: str, has_validation: bool, prepared: bool = False):
+    """TRL's SFTConfig for the train section; with validation, checkpoints land on evaluation steps.
+    ``prepared``: the datasets are TRL's prepared rows (``sets.SftRows``), so its preparation is
+    skipped, except for packing, which it does on them."""
     t = cfg.train
     # With validation every evaluated step is saved, so the best checkpoint can be any of them
     # (save_steps stays operational: it does not decide which checkpoint wins).
@@ -98,6 +100,7 @@ def sft_config(cfg: Config, output_dir: str, has_validation: bool):
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         max_length=t.max_length,
         packing=t.packing,
+        dataset_kwargs={"skip_prepare_dataset": True} if prepared and not t.packing else None,
         completion_only_loss=True,
         eval_strategy="steps" if has_validation else "no",
         eval_steps=t.eval_steps if has_validation else None,

@@ -6,6 +6,7 @@ JSD, 1 reverse KL) between their next-token distributions. The trainer follows t
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from llmdistill.config import Config
 from llmdistill.errors import UserError
@@ -47,7 +48,7 @@ def vllm_args(cfg: Config) -> dict:
 
 
 def run_on_policy(
-    cfg: Config, run: StageRun | WorkerRun, procs: Processes, student_path: str, traces: list[FilteredTrace], identity: dict
+    cfg: Config, run: StageRun | WorkerRun, procs: Processes, student_path: str, traces: Iterable[FilteredTrace], identity: dict
 ) -> dict:
     import datasets
     import torch

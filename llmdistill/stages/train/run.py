@@ -6,11 +6,10 @@ import logging
 
 from llmdistill.config import Config
 from llmdistill.errors import UserError
-from llmdistill.jsonl import read_rows
 from llmdistill.outputs import StageRun, read_stats, require_complete, stage_dir
 from llmdistill.outputs.identity import content_hash
-from llmdistill.records import FilteredTrace
 from llmdistill.stages.train.checkpoints import is_saved
+from llmdistill.stages.train.examples import KeptTraces
 from llmdistill.stages.train.processes import Processes, WorkerRun
 from llmdistill.student import init_path, materialize_student
 
@@ -46,8 +45,8 @@ def _train(cfg: Config, overwrite: bool, procs: Processes) -> dict:
         log.info("training process %d of %d", procs.rank, procs.world)
     with StageRun(cfg, "train", overwrite) if procs.main else WorkerRun(stage_dir(cfg, "train"), overwrite) as run:
         procs.barrier()  # the main process has guarded the folder and saved config.yaml
-        traces = read_rows(stage_dir(cfg, "filter") / "kept.jsonl", FilteredTrace)
-        if not traces and not (cfg.train.mode == "label" and cfg.train.label_source == "gold"):
+        traces = KeptTraces(stage_dir(cfg, "filter") / "kept.jsonl")  # read as the examples are built, never held
+        if traces.empty() and not (cfg.train.mode == "label" and cfg.train.label_source == "gold"):
             raise UserError(f"{stage_dir(cfg, 'filter') / 'kept.jsonl'} is empty: the filter kept no traces to train on")
         with procs.main_first():  # a pruned student is written once, then read by every process
             student_path = materialize_student(cfg, init_path(cfg))

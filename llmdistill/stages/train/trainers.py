@@ -13,8 +13,10 @@ by the accumulation steps when ``model_accepts_loss_kwargs`` is off).
 from __future__ import annotations
 
 import random
+from array import array
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
@@ -24,6 +26,7 @@ from llmdistill.records import TrainExample
 from llmdistill.stages.train.args import lora_config, sft_config, trl_class
 from llmdistill.stages.train.losses import answer_first_loss, per_example_mean, step_by_step_loss, topk_kl
 from llmdistill.stages.train.monitor import Monitored, ValidationSet
+from llmdistill.stages.train.sets import ExampleSets, SftRows
 
 SFTTrainer: Any = trl_class("SFTTrainer")  # imported at run time: a base class mypy cannot see
 
@@ -44,16 +47,24 @@ class GroupSampler(Sampler):
     pairs after it. With ``lengths`` and ``groups_per_batch``, groups of similar length are batched
     together (as HF's length-grouped sampler does: shuffled, then sorted by length within
     mega-batches of 50 batches), which cuts padding. The order depends on the seed and the epoch
-    (``set_epoch``), so a resumed run replays the same order.
+    (``set_epoch``), so a resumed run replays the same order. Held in numpy: a few 8-byte numbers
+    an example.
     """
 
-    def __init__(self, groups: list[int], seed: int, lengths: list[int] | None = None, groups_per_batch: int = 1):
-        self.groups, self.seed, self.epoch = groups, seed, 0
-        order: dict[int, list[int]] = {}
-        for i, g in enumerate(groups):
-            order.setdefault(g, []).append(i)
-        self.members = list(order.values())
-        self.group_len = [max(lengths[i] for i in m) for m in self.members] if lengths else None
+    def __init__(self, groups, seed: int, lengths=None, groups_per_batch: int = 1):
+        groups = np.asarray(groups, dtype=np.int64)
+        self.n, self.seed, self.epoch = len(groups), seed, 0
+        # groups in order of first appearance; each group's examples in their order
+        _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+        group_of = rank[inverse.reshape(-1)]
+        self.members = np.argsort(group_of, kind="stable")
+        self.size = np.bincount(group_of, minlength=len(first))
+        self.start = np.cumsum(self.size) - self.size
+        self.group_len = None
+        if lengths is not None and len(groups):
+            self.group_len = np.maximum.reduceat(np.asarray(lengths, dtype=np.int64)[self.members], self.start)
         self.mega = 50 * groups_per_batch
 
     def set_epoch(self, epoch: int) -> None:
@@ -62,15 +73,27 @@ class GroupSampler(Sampler):
     def __iter__(self):
         rng = random.Random(self.seed + self.epoch)
         self.epoch += 1
-        order = list(range(len(self.members)))
-        rng.shuffle(order)
-        if self.group_len is not None:
-            chunks = [order[i : i + self.mega] for i in range(0, len(order), self.mega)]
-            order = [g for chunk in chunks for g in sorted(chunk, key=lambda g: -self.group_len[g])]
-        return iter([i for g in order for i in self.members[g]])
+        shuffled = array("q", range(len(self.size)))
+        rng.shuffle(shuffled)  # random.shuffle over a list of the same numbers: the same order
+        order = np.frombuffer(shuffled, dtype=np.int64)
+        if self.group_len is not None:  # longest first within each mega-batch; ties keep the shuffled order
+            order = order[np.lexsort((-self.group_len[order], np.arange(len(order)) // self.mega))]
+        size = self.size[order]
+        ends = np.cumsum(size)
+        at = np.repeat(self.start[order] - (ends - size), size) + np.arange(self.n)  # each group's members, in turn
+        return map(int, self.members[at])
 
     def __len__(self) -> int:
-        return len(self.groups)
+        return self.n
+
+
+def column(dataset, name: str, per_row=None) -> np.ndarray:
+    """A column of a ``datasets.Dataset`` as numpy (or ``per_row`` of it, a pyarrow compute function),
+    read 10,000 rows at a time: the whole column at once would be gathered into memory (TRL's
+    datasets are filtered: rows are read through an indices mapping)."""
+    batches = dataset.select_columns([name]).with_format("arrow").iter(batch_size=10_000)
+    parts = [(per_row(b[name]) if per_row else b[name]).to_numpy() for b in batches]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 class ExtraFieldsCollator:
@@ -97,11 +120,27 @@ class ExtraFieldsCollator:
         return batch
 
 
-class MonitoredSFTTrainer(Monitored, SFTTrainer):
+class _ArrowLengths:
+    """HF's length-grouped sampler, its lengths read from the Arrow offsets of ``input_ids``
+    (``column``) rather than by reading every row in Python."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        args = self.args
+        if args.train_sampling_strategy != "group_by_length" or "input_ids" not in getattr(dataset, "column_names", ()):
+            return super()._get_train_sampler(train_dataset)
+        import pyarrow.compute as pc
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        lengths = column(dataset, "input_ids", pc.list_value_length).tolist()
+        return LengthGroupedSampler(args.train_batch_size * args.gradient_accumulation_steps, dataset=dataset, lengths=lengths)
+
+
+class MonitoredSFTTrainer(_ArrowLengths, Monitored, SFTTrainer):
     """TRL's SFTTrainer, counting what it trains on, with validation accuracy when asked."""
 
 
-class _CustomLossTrainer(Monitored, SFTTrainer):
+class _CustomLossTrainer(_ArrowLengths, Monitored, SFTTrainer):
     EXTRA_COLUMNS: tuple[str, ...] = ()
 
     def __init__(self, *args, **kwargs):
@@ -135,10 +174,12 @@ class StepByStepTrainer(_CustomLossTrainer):
         return ExtraFieldsCollator(base, scalars=("task", "group"))
 
     def _get_train_sampler(self, dataset=None):
+        import pyarrow.compute as pc
+
         dataset = dataset if dataset is not None else self.train_dataset
-        lengths = [len(x) for x in dataset["input_ids"]] if self.group_by_length else None
+        lengths = column(dataset, "input_ids", pc.list_value_length) if self.group_by_length else None
         return GroupSampler(
-            list(dataset["group"]), self.args.seed, lengths, groups_per_batch=max(1, self.args.per_device_train_batch_size // 2)
+            column(dataset, "group"), self.args.seed, lengths, groups_per_batch=max(1, self.args.per_device_train_batch_size // 2)
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -213,26 +254,6 @@ class TopKDistillTrainer(_CustomLossTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def _rows(examples: list[TrainExample], split: str, with_task: bool) -> list[dict]:
-    rows: list[dict] = []
-    groups: dict[tuple[str, int], int] = {}
-    for e in examples:
-        if e.split != split:
-            continue
-        row: dict[str, str | int] = {"prompt": e.prompt, "completion": e.completion}
-        if with_task:
-            row["task"] = 0 if e.task == "label" else 1
-            row["group"] = groups.setdefault((e.id, e.sample), len(groups))
-        rows.append(row)
-    return rows
-
-
-def _dataset(rows: list[dict]):
-    import datasets
-
-    return datasets.Dataset.from_list(rows) if rows else None
-
-
 def make_trainer(
     cfg: Config,
     student_path: str,
@@ -241,32 +262,55 @@ def make_trainer(
     tokenized: list[dict] | None = None,
     validation: ValidationSet | None = None,
 ):
-    """The trainer for ``train.mode`` / ``kd.method``: plain SFT (label, cot), the step-by-step
-    trainer, or over pre-tokenized rows (``tokenized``) the offline top-k or answer-first trainer;
-    ``validation`` for checkpoint selection on accuracy."""
+    """``trainer_for`` examples in memory (a test, a script): their rows as ``sets.SftRows`` makes
+    them, or ``tokenized`` (one row an example: offline top-k or answer_first, which TRL cuts), as
+    datasets in memory."""
+    from llmdistill.backends.transformers import load_tokenizer
+
+    if tokenized is None:
+        rows = SftRows(load_tokenizer(student_path), cfg.train.max_length)
+        sets = ExampleSets(None, rows, with_task=cfg.train.mode == "step_by_step")
+        for e in examples:
+            sets.add(e)
+    else:
+        sets = ExampleSets(None)
+        for e, row in zip(examples, tokenized, strict=True):
+            sets.add_row(e, row)
+    train, evals = sets.datasets()
+    return trainer_for(cfg, student_path, train, evals, output_dir, validation, prepared=tokenized is None)
+
+
+def trainer_for(
+    cfg: Config,
+    student_path: str,
+    train_dataset,
+    eval_dataset,
+    output_dir: str,
+    validation: ValidationSet | None = None,
+    prepared: bool = False,
+):
+    """The trainer for ``train.mode`` / ``kd.method`` over the sets of ``sets.ExampleSets``, chosen
+    by their columns: offline top-k's (``teacher_ids``), answer_first's (``answer_len``), the
+    step-by-step trainer, or plain SFT (label, cot). ``prepared``: the rows are as TRL prepares them
+    (``sets.SftRows``), so it skips its own pass; ``validation`` for checkpoint selection on accuracy."""
     from transformers import AutoModelForCausalLM
 
     from llmdistill.backends.transformers import load_tokenizer
 
     tokenizer = load_tokenizer(student_path)
     model = AutoModelForCausalLM.from_pretrained(student_path, dtype="float32")
-    if tokenized is not None:
-        train_rows = [r for r, e in zip(tokenized, examples) if e.split == "train"]
-        eval_rows = [r for r, e in zip(tokenized, examples) if e.split == "validation"]
-    else:
-        with_task = cfg.train.mode == "step_by_step"
-        train_rows, eval_rows = _rows(examples, "train", with_task), _rows(examples, "validation", with_task)
+    columns = train_dataset.column_names if train_dataset is not None else []
     kwargs = dict(
         model=model,
-        args=sft_config(cfg, output_dir, bool(eval_rows)),
-        train_dataset=_dataset(train_rows),
-        eval_dataset=_dataset(eval_rows),
+        args=sft_config(cfg, output_dir, eval_dataset is not None, prepared),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=lora_config(cfg),
     )
-    if tokenized is not None and cfg.kd.method == "offline_topk":
+    if "teacher_ids" in columns:
         trainer = TopKDistillTrainer(**kwargs, lam=cfg.kd.lam)
-    elif tokenized is not None:
+    elif "answer_len" in columns:
         trainer = AnswerFirstTrainer(**kwargs, alpha=cfg.train.alpha)
     elif cfg.train.mode == "step_by_step":
         trainer = StepByStepTrainer(**kwargs, alpha=cfg.train.alpha, group_by_length=cfg.train.group_by_length)

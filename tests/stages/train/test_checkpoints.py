@@ -33,18 +33,18 @@ def test_resume_continues_from_the_saved_step(make_config, scripted, monkeypatch
             if state.global_step == 3:
                 raise RuntimeError("simulated crash")
 
-    real = train_mod.make_trainer
+    real = train_mod.trainer_for
 
     def crashing(*a, **kw):
         t = real(*a, **kw)
         t.add_callback(Crash())
         return t
 
-    monkeypatch.setattr(train_mod, "make_trainer", crashing)
+    monkeypatch.setattr(train_mod, "trainer_for", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg)
     assert (stage_dir(cfg, "train") / "checkpoints" / "checkpoint-2").is_dir()
-    monkeypatch.setattr(train_mod, "make_trainer", real)
+    monkeypatch.setattr(train_mod, "trainer_for", real)
     stats = train(cfg)
     assert stats["sft"]["resumed_from"].endswith("checkpoint-2")
     assert stats["steps"] == 4

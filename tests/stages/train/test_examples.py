@@ -40,7 +40,7 @@ def test_preflight_drop_counts_what_it_dropped(make_config, scripted, tmp_path):
     cfg = run_to_filter(make_config, scripted, train={"on_overlength": "drop"})
     traces = read_rows(stage_dir(cfg, "filter") / "kept.jsonl", FilteredTrace)
     tok = load_tokenizer(cfg.teacher.model_name_or_path)
-    examples = build_examples(cfg, traces, tok)
+    examples = list(build_examples(cfg, traces, tok))
     _, report = preflight(cfg, examples, tok)
     lo, hi = report["total_tokens"]["min"], report["total_tokens"]["max"]
     assert lo < hi and report["over_max_length"] == 0
@@ -63,25 +63,50 @@ def test_data_fraction_takes_nested_subsets_of_problems(make_config, scripted):
     cfg = run_to_filter(make_config, scripted, train={"mode": "label", "label_source": "gold", "data_fraction": 0.5})
     tok = load_tokenizer(cfg.teacher.model_name_or_path)
     traces = read_rows(stage_dir(cfg, "filter") / "kept.jsonl", FilteredTrace)
-    examples = build_examples(cfg, traces, tok, load_problems(cfg.data, "train"))
+    examples = list(build_examples(cfg, traces, tok, load_problems(cfg.data, "train")))
     assert {e.id for e in examples} == {p.id for p in load_problems(cfg.data, "train") if in_subset(p.id, 0.5)}
 
 
-@pytest.mark.parametrize("layout", ["two_tasks", "answer_first"])
-def test_gold_step_by_step_labels_every_problem_and_reasons_where_a_trace_was_kept(make_config, scripted, layout):
-    """labels_for all_problems: the label task sees every gold answer (as label training does); the
-    rationale task only the kept traces; a problem without a trace gives its label alone."""
+def test_validation_problems_are_held_out_of_the_whole_split_before_the_fraction(make_config, scripted):
+    """Every data_fraction picks its checkpoint on the same validation problems (issue 30: at 25%
+    the checkpoint was picked on a quarter of them), and trains on its subset of the rest."""
     from llmdistill.backends.transformers import load_tokenizer
     from llmdistill.data import load_problems
     from llmdistill.records import FilteredTrace
-    from llmdistill.stages.train.examples import build_examples
+    from llmdistill.stages.train.examples import build_examples, in_subset, in_validation
+
+    base = run_to_filter(make_config, scripted, train={"mode": "label", "label_source": "gold", "validation_fraction": 0.5})
+    tok = load_tokenizer(base.teacher.model_name_or_path)
+    traces = read_rows(stage_dir(base, "filter") / "kept.jsonl", FilteredTrace)
+    problems = load_problems(base.data, "train")
+    held = {p.id for p in problems if in_validation(p.id, 0.5, 0)}
+    assert held and len(held) < len(problems)
+    for fraction in (0.3, 1.0):
+        cfg = base.model_copy(update={"train": base.train.model_copy(update={"data_fraction": fraction})})
+        examples = list(build_examples(cfg, traces, tok, problems))
+        assert {e.id for e in examples if e.split == "validation"} == held
+        assert {e.id for e in examples if e.split == "train"} == {p.id for p in problems if p.id not in held and in_subset(p.id, fraction)}
+
+
+@pytest.mark.parametrize("layout", ["two_tasks", "answer_first"])
+def test_gold_step_by_step_labels_every_problem_and_reasons_where_a_trace_was_kept(make_config, scripted, layout, tmp_path):
+    """labels_for all_problems: the label task sees every gold answer (as label training does); the
+    rationale task only the kept traces; a problem without a trace gives its label alone. The
+    traces looked up in the file by offset give the same examples as traces in memory."""
+    from llmdistill.backends.transformers import load_tokenizer
+    from llmdistill.data import load_problems
+    from llmdistill.jsonl import write_rows
+    from llmdistill.records import FilteredTrace
+    from llmdistill.stages.train.examples import KeptTraces, build_examples
 
     settings = {"mode": "step_by_step", "label_source": "gold", "labels_for": "all_problems", "layout": layout}
     cfg = run_to_filter(make_config, scripted, train=settings)
     tok = load_tokenizer(cfg.teacher.model_name_or_path)
     traces = read_rows(stage_dir(cfg, "filter") / "kept.jsonl", FilteredTrace)[1:]  # one problem loses its trace
     problems = load_problems(cfg.data, "train")
-    examples = build_examples(cfg, traces, tok, problems)
+    examples = list(build_examples(cfg, traces, tok, problems))
+    write_rows(tmp_path / "kept.jsonl", traces[::-1])  # the problems in another order in the file: the split decides
+    assert list(build_examples(cfg, KeptTraces(tmp_path / "kept.jsonl"), tok, iter(problems))) == examples
     untraced = {p.id for p in problems} - {tr.id for tr in traces}
     assert untraced
     if layout == "two_tasks":

@@ -225,3 +225,39 @@ def test_an_answer_first_student_trains_and_stops_after_its_answer(make_config, 
     evaluate(cfg)
     outputs = [json.loads(line)["output"] for line in (stage_dir(cfg, "evaluate") / "results.jsonl").read_text().splitlines()]
     assert outputs and all("\n\n" not in o for o in outputs)
+
+
+def _reference_order(groups, seed, lengths, groups_per_batch, epoch):
+    """The sampler's order written with Python lists, as it was before it held numpy arrays."""
+    import random
+
+    members: dict = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    members = list(members.values())
+    order = list(range(len(members)))
+    random.Random(seed + epoch).shuffle(order)
+    if lengths is not None:
+        group_len = [max(lengths[i] for i in m) for m in members]
+        mega = 50 * groups_per_batch
+        chunks = [order[i : i + mega] for i in range(0, len(order), mega)]
+        order = [g for chunk in chunks for g in sorted(chunk, key=lambda g: -group_len[g])]
+    return [i for g in order for i in members[g]]
+
+
+def test_group_sampler_order_equals_the_list_reference():
+    """Groups in any order (a key seen again later joins its group), with and without lengths: the
+    order of every epoch, exactly, so runs and resumes keep their batches."""
+    import random
+
+    from llmdistill.stages.train.trainers import GroupSampler
+
+    rng = random.Random(3)
+    for trial in range(60):
+        n = rng.randint(0, 400)
+        groups = [rng.randint(0, max(1, n // 2)) for _ in range(n)]
+        lengths = [rng.randint(1, 30) for _ in range(n)] if trial % 2 else None
+        per_batch, seed = rng.randint(1, 4), rng.randint(0, 9)
+        sampler = GroupSampler(groups, seed, lengths, per_batch)
+        for epoch in range(2):
+            assert list(sampler) == _reference_order(groups, seed, lengths, per_batch, epoch)
