@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_API = ("load_config", "run", "generate", "filter", "train", "evaluate", "export", "results")
+_API = ("load_config", "run", "generate", "filter", "train", "evaluate", "export", "curve", "results")
 _RESULTS = ("RunResult", "GenerateResult", "FilterResult", "TrainResult", "EvaluateResult", "ExportResult")
 _LAZY = {
     **dict.fromkeys(_API, "llmdistill.api"),
@@ -25,7 +25,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from llmdistill.api import evaluate, export, filter, generate, load_config, results, run, train  # noqa: F401
+    from llmdistill.api import curve, evaluate, export, filter, generate, load_config, results, run, train  # noqa: F401
     from llmdistill.config import Config  # noqa: F401
     from llmdistill.errors import UserError  # noqa: F401
     from llmdistill.result_types import EvaluateResult, ExportResult, FilterResult, GenerateResult, RunResult, TrainResult  # noqa: F401

@@ -21,6 +21,7 @@ from pathlib import Path
 from llmdistill.config import Config
 from llmdistill.errors import UserError
 from llmdistill.result_types import (
+    CurveResult,
     EvaluateResult,
     ExportResult,
     FilterResult,
@@ -80,6 +81,14 @@ def export(cfg: Config, to: str | Path | None = None) -> ExportResult:
     return ExportResult.model_validate(run_export(cfg))
 
 
+def curve(cfg: Config, overwrite: bool = False) -> CurveResult:
+    """The teacher-budget curve of ``cfg.curve`` (fractions x modes x seeds): trains and evaluates
+    the points not done yet; the numbers are in ``<folder>/curve.json``."""
+    from llmdistill.curve import curve as run_curve
+
+    return CurveResult.model_validate(run_curve(cfg, overwrite=overwrite))
+
+
 def run(cfg: Config, force: bool = False, overwrite: bool = False) -> RunResult:
     """Every stage in order, skipping one whose output is complete for this config (unless ``force``)."""
     from llmdistill.pipeline import run as run_pipeline
@@ -100,4 +109,4 @@ def results(cfg: Config) -> dict[str, StageResult]:
     return out
 
 
-__all__ = ["Config", "UserError", "evaluate", "export", "filter", "generate", "load_config", "results", "run", "train"]
+__all__ = ["Config", "UserError", "curve", "evaluate", "export", "filter", "generate", "load_config", "results", "run", "train"]

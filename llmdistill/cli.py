@@ -208,6 +208,33 @@ def export_(
 
 
 @app.command()
+def curve(
+    config: ConfigArg,
+    set: SetOpt = None,
+    fractions: Annotated[
+        list[float] | None, typer.Option("--fractions", help="Shares of the training problems, nested (curve.fractions).")
+    ] = None,
+    modes: Annotated[list[str] | None, typer.Option("--modes", help="Training modes: label, cot, step_by_step (curve.modes).")] = None,
+    seeds: Annotated[list[int] | None, typer.Option("--seeds", help="train.seed of each point (curve.seeds).")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Test accuracy against the share of teacher traces, per mode and seed: train and evaluate each
+    point not done yet (each in its own folder), then curve/report.md, curve.png, curve.json."""
+    flags = {"fractions": fractions, "modes": modes, "seeds": seeds}
+    overrides = [*(set or []), *(f"curve.{k}={json.dumps(v)}" for k, v in flags.items() if v)]
+    with _user_errors():
+        _one_process("curve")
+        cfg = _load(config, overrides)
+        from llmdistill.curve import curve as run_curve
+
+        done = run_curve(cfg, overwrite=overwrite)
+    typer.echo(f"curve: {done['points']} points ({done['ran']} run now) -> {done['folder']}")
+    for line in done["summary"]:
+        typer.echo(f"  {line}")
+    typer.echo(f"  report: {done['report']}")
+
+
+@app.command()
 def run(
     config: ConfigArg,
     set: SetOpt = None,

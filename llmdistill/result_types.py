@@ -71,6 +71,18 @@ class ExportResult(BaseModel):
     pushed_to: str | None = None
 
 
+class CurveResult(BaseModel):
+    """``ld.curve``: the folder with report.md, curve.png and curve.json, and the reading."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    folder: Path
+    points: int
+    ran: int
+    report: Path
+    summary: list[str]
+
+
 RESULTS: dict[str, type[StageResult]] = {
     "generate": GenerateResult,
     "filter": FilterResult,

@@ -54,8 +54,9 @@ STAGE_OF_SECTION = {
     "kd": "train",
     "evaluate": "evaluate",
     "export": "export",
+    "curve": "curve",
 }
-ORDER = ["generate", "filter", "train", "evaluate", "export"]
+ORDER = ["generate", "filter", "train", "evaluate", "export", "curve"]
 
 
 class Stop(Exception):
@@ -283,6 +284,7 @@ class Context:
     stages: list[str] = field(default_factory=lambda: list(ORDER))
     answers: str = "number"  # which gold answers the fake engine gives
     data: bool = False  # check the data settings although evaluate does not run (a data-shape context)
+    only: str | None = None  # check only the fields under this prefix (the other fields are checked elsewhere)
 
 
 @dataclass
@@ -381,6 +383,18 @@ class Harness:
         self.mp.setattr(export, "push", lambda folder, repo, private: self.record("push", repo, private))
         self.reads.install(self.mp)
 
+    def curve_plan(self, cfg: Config) -> None:
+        """The curve's points as it would run them: each one's folder and train and evaluate
+        settings (what reaches the train and evaluate stages), and the reference's models."""
+        from llmdistill.curve.run import plan
+
+        made = plan(cfg)
+        self.record(
+            "curve",
+            [(p.name, c.output_dir, c.train.model_dump(mode="json"), c.evaluate.models) for p, c in made.configs.items()],
+            made.reference.evaluate.models if made.reference else None,
+        )
+
     # running
     def load(self, raw: dict) -> Config:
         return self.config_cls.model_validate(raw)
@@ -393,7 +407,14 @@ class Harness:
         from llmdistill.stages.generate.run import generate
         from llmdistill.stages.train import train
 
-        functions = {"generate": generate, "filter": filter_traces, "train": train, "evaluate": evaluate, "export": export}
+        functions = {
+            "generate": generate,
+            "filter": filter_traces,
+            "train": train,
+            "evaluate": evaluate,
+            "export": export,
+            "curve": self.curve_plan,
+        }
         self.runs += 1
         out = Path(cfg.output_dir)
         if from_dir is not None:
@@ -510,7 +531,7 @@ def audit(h: Harness, contexts: list[Context], only: str | None = None) -> list[
         base_events, base_reads = h.run(base_cfg, ctx.stages)
         base_by_stage = split_by_stage(base_events)
         for path, info in fields(h.config_cls):
-            if only and not path.startswith(only):
+            if (only and not path.startswith(only)) or (ctx.only and not path.startswith(ctx.only)):
                 continue
             section = path.split(".")[0]
             if section != "output_dir" and STAGE_OF_SECTION[section] not in ctx.stages:

@@ -123,6 +123,9 @@ def world(tmp_path_factory, tiny_model):
         "train.report_to": [["tensorboard"]],  # with the stand-in tensorboardX on the path (_harness)
         "teacher.options": [{"note": "other"}],
         "filter.options": [{"tests.test_plugins:drop_odd": {"why": "other"}}],
+        "curve.fractions": [[0.9, 1.0]],
+        "curve.modes": [["label"], ["cot", "step_by_step"]],
+        "curve.seeds": [[1]],
     }
     base = {
         "data": {"path": str(tmp / "data"), "prompt": str(ROOT / "prompts" / "arithmetic_cot.yaml"), "num_shots": 1},
@@ -136,11 +139,11 @@ def world(tmp_path_factory, tiny_model):
     return tmp, tiny_model, answers, special, base
 
 
-def _ctx(base: dict, name: str, answers: str = "number", stages=None, check_data: bool = False, **sections) -> Context:
+def _ctx(base: dict, name: str, answers: str = "number", stages=None, check_data: bool = False, only=None, **sections) -> Context:
     raw = json.loads(json.dumps(base))
     for section, values in sections.items():
         raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
-    return Context(name, raw, stages or ["generate", "filter", "train", "evaluate", "export"], answers, check_data)
+    return Context(name, raw, stages or ["generate", "filter", "train", "evaluate", "export"], answers, check_data, only)
 
 
 def contexts(base: dict, tiny_model: str) -> list[Context]:
@@ -208,6 +211,14 @@ def contexts(base: dict, tiny_model: str) -> list[Context]:
                 "order": ["parse", "correct", "tests.test_plugins:drop_odd"],
                 "options": {"tests.test_plugins:drop_odd": {"why": "odd"}},
             },
+        ),
+        _ctx(
+            base,
+            "teacher-budget curve",
+            stages=["generate", "filter", "curve"],
+            only="curve.",  # (the other sections' fields: in the contexts above)
+            train={"mode": "step_by_step", "label_source": "gold", "max_steps": 4},
+            curve={"fractions": [0.7, 1.0]},
         ),
         _ctx(
             base,

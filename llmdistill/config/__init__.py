@@ -2,12 +2,13 @@
 
 ``root`` holds the whole config and the checks that span sections; each section lives in a module
 of its name (``data``, ``teacher``, ``generate``, ``filter``, ``train`` with ``student`` and ``kd``,
-``evaluate``, ``export``); ``base`` marks every setting content or operational; ``file`` reads
+``evaluate``, ``export``, ``curve``); ``base`` marks every setting content or operational; ``file`` reads
 YAML, applies ``--set`` overrides, words validation errors and upgrades configs saved by earlier
 versions.
 """
 
 from llmdistill.config.base import Section
+from llmdistill.config.curve import CurveConfig
 from llmdistill.config.data import DataConfig
 from llmdistill.config.evaluate import BaselineModel, EvaluateConfig
 from llmdistill.config.export import ExportConfig
@@ -21,6 +22,7 @@ __all__ = [
     "FILTERS",
     "BaselineModel",
     "Config",
+    "CurveConfig",
     "DataConfig",
     "EvaluateConfig",
     "ExportConfig",

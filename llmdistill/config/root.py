@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import field_validator, model_validator
 
 from llmdistill.config.base import Section, operational
+from llmdistill.config.curve import CurveConfig
 from llmdistill.config.data import DataConfig
 from llmdistill.config.evaluate import EvaluateConfig
 from llmdistill.config.export import ExportConfig
@@ -25,6 +26,7 @@ class Config(Section):
     kd: KDConfig = KDConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
+    curve: CurveConfig = CurveConfig()
 
     @model_validator(mode="after")
     def _kd_inputs(self):

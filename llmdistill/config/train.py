@@ -87,7 +87,8 @@ class TrainConfig(Section):
     # teacher's. Fine-tuned students usually need none, and shorter prompts train faster.
     num_shots: int | None = content(None, ge=0)
     # Train on this share of the training problems (a stable subset by problem id, the same for
-    # every mode), for data-efficiency studies.
+    # every mode), for data-efficiency studies (llmdistill curve). The validation problems are held
+    # out of the whole split first, so every fraction picks its checkpoint on the same problems.
     data_fraction: float = content(1.0, gt=0, le=1)
     learning_rate: float = content(5e-5, gt=0)
     num_train_epochs: float = content(1.0, gt=0)
@@ -130,6 +131,16 @@ class TrainConfig(Section):
             raise ValueError("train.layout is a setting of train.mode 'step_by_step'")
         if self.select_on == "accuracy" and not self.validation_fraction:
             raise ValueError("train.select_on 'accuracy' needs validation problems: set train.validation_fraction (e.g. 0.1)")
+        self.refuse_unread(
+            "train",
+            set(type(self).model_fields) - self.unread(),
+            f"with these train settings (mode {self.mode!r}, "
+            f"label_source {self.label_source!r}, validation_fraction {self.validation_fraction})",
+        )
+        return self
+
+    def unread(self) -> set[str]:
+        """The settings these train settings do not read (refused when given)."""
         unread = set()
         if self.mode != "step_by_step":
             unread |= {"alpha", "batch_unit", "layout"}
@@ -145,13 +156,7 @@ class TrainConfig(Section):
             unread |= {"eval_steps", "select_on"}
         if self.select_on == "loss":
             unread |= {"eval_max_new_tokens"}
-        self.refuse_unread(
-            "train",
-            set(type(self).model_fields) - unread,
-            f"with these train settings (mode {self.mode!r}, "
-            f"label_source {self.label_source!r}, validation_fraction {self.validation_fraction})",
-        )
-        return self
+        return unread
 
 
 class TeacherServerConfig(Section):

@@ -1,0 +1,136 @@
+"""``llmdistill curve`` end to end on the quickstart config (PaLM's SVAMP traces replayed, a tiny
+student, two fractions x two modes), its resume after a SIGKILL, and its one-line refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmdistill.cli import app
+from llmdistill.stages.train.examples import _unit, in_validation
+from tests.conftest import ROOT
+from tests.processes import kill_when
+
+QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
+
+
+def overrides(out, student) -> list[str]:
+    sets = [
+        f"output_dir={out}",
+        f"student.model_name_or_path={student}",
+        "data.max_train=40",
+        "data.max_test=6",
+        "train.max_steps=4",
+        "train.per_device_train_batch_size=2",
+        "train.max_length=1024",
+        "train.on_overlength=drop",
+        "train.validation_fraction=0.25",
+        "train.eval_steps=2",
+        "train.select_on=accuracy",
+        "train.eval_max_new_tokens=8",
+        "train.preflight_probe=false",
+        "evaluate.max_new_tokens=8",
+        "evaluate.batch_size=6",
+    ]
+    return [x for s in sets for x in ("--set", s)]
+
+
+def curve_args(out, student, *extra) -> list[str]:
+    return ["curve", QUICKSTART, *overrides(out, student), "--fractions", "0.25", "--fractions", "1.0", *extra]
+
+
+def test_the_curve_on_the_quickstart_config(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, curve_args(out, tiny_model))
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "curve" / "curve.json").read_text())
+    points = {(p["mode"], p["fraction"]): p for p in report["points"]}
+    assert set(points) == {("label", 0.25), ("label", 1.0), ("step_by_step", 0.25), ("step_by_step", 1.0)}
+    assert all(p["status"] == "done" and 0 <= p["accuracy"] <= 1 for p in points.values())
+    assert report["test_problems"] == 6 and set(report["reference"]) == {"teacher", "student_init"}
+    # nested subsets, and an epoch budget: the 25% points train a quarter of the steps, about
+    quarter, full = points[("label", 0.25)], points[("label", 1.0)]
+    assert 0 < quarter["problems"] < full["problems"] and quarter["kept_traces"] < full["kept_traces"]
+    assert full["max_steps"] == 4 and quarter["max_steps"] == max(1, round(4 * quarter["problems"] / full["problems"]))
+    # one validation set for every fraction: held out of the whole split first
+    held = {}
+    for name, p in points.items():
+        examples = [json.loads(line) for line in Path(p["folder"], "train", "examples.jsonl").read_text().splitlines()]
+        held[name] = {e["id"] for e in examples if e["split"] == "validation"}
+        trained = {e["id"] for e in examples if e["split"] == "train"}
+        assert not trained & held[name]
+        assert all(_unit("subset", i) < p["fraction"] or p["fraction"] == 1.0 for i in trained)
+    expected = {f"train-{i}" for i in range(40) if in_validation(f"train-{i}", 0.25, 0)}  # (SVAMP rows have no id: train-<row>)
+    assert expected and all(h == expected for h in held.values())
+    # the report, its picture, the paired tests between the modes
+    md = (out / "curve" / "report.md").read_text()
+    assert "| 25% |" in md and "| 100% |" in md and "McNemar" in md and "![" in md
+    assert (out / "curve" / "curve.png").stat().st_size > 10_000
+    assert {(t["fraction"], t["a"], t["b"]) for t in report["between_modes"]} == {
+        (0.25, "label", "step_by_step"),
+        (1.0, "label", "step_by_step"),
+    }
+    assert [(t["mode"], t["from"], t["to"]) for t in report["trend"]] == [("label", 0.25, 1.0), ("step_by_step", 0.25, 1.0)]
+    # run again: every point is reused
+    again = CliRunner().invoke(app, curve_args(out, tiny_model))
+    assert again.exit_code == 0 and "(0 run now)" in again.output, again.output
+
+
+def test_a_curve_killed_midway_resumes_without_redoing_a_finished_point(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "llmdistill", *curve_args(out, tiny_model, "--modes", "label", "--modes", "step_by_step")]
+    first = out / "curve" / "points" / "label-f0.25-s0" / "evaluate" / "stats.json"
+    second = out / "curve" / "points" / "step_by_step-f0.25-s0" / "train"
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(proc, lambda: first.exists() and second.exists(), timeout_s=600)
+    done_before = json.loads(first.read_text())["run_id"]
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert json.loads(first.read_text())["run_id"] == done_before  # the finished point was reused, not redone
+    assert "(3 run now)" in rerun.stdout
+    report = json.loads((out / "curve" / "curve.json").read_text())
+    assert [p["status"] for p in report["points"]] == ["done"] * 4
+
+
+@pytest.mark.parametrize(
+    ("fractions", "message"),
+    [
+        (["0.001", "1.0"], "leaves no training problem: use a larger fraction"),
+        (["0", "1.0"], "curve.fractions must be in (0, 1], got 0.0"),
+        (["0.5", "0.5"], "curve.fractions has a fraction twice"),
+    ],
+)
+def test_fractions_that_cannot_make_a_point_are_refused_in_one_line(tiny_model, tmp_path, fractions, message):
+    args = ["curve", QUICKSTART, *overrides(tmp_path / "run", tiny_model)] + [x for f in fractions for x in ("--fractions", f)]
+    result = CliRunner().invoke(app, args)
+    last = result.output.strip().splitlines()[-1]  # (after the progress bars of generate and filter, run first)
+    assert result.exit_code == 2 and message in last and last.startswith("error: "), result.output
+    assert not (tmp_path / "run" / "curve" / "points").exists() or not any((tmp_path / "run" / "curve" / "points").iterdir())
+
+
+def test_a_fraction_with_problems_but_no_kept_trace_is_refused(tiny_model, tmp_path):
+    """A share small enough to hold only problems whose PaLM traces the filter rejected."""
+    from llmdistill.config.file import load_config
+    from llmdistill.jsonl import iter_rows
+    from llmdistill.pipeline import stage_function
+    from llmdistill.records import FilteredTrace
+
+    out = tmp_path / "run"
+    sets = [*overrides(out, tiny_model), "--set", "data.max_train=200"]  # (the first 200 problems hold such a share)
+    cfg = load_config(QUICKSTART, [sets[i + 1] for i in range(0, len(sets), 2)])
+    stage_function("generate")(cfg)
+    stage_function("filter")(cfg)
+    kept = {t.id for t in iter_rows(out / "filter" / "kept.jsonl", FilteredTrace)}
+    train = [f"train-{i}" for i in range(200) if not in_validation(f"train-{i}", 0.25, 0)]
+    first_kept = min(_unit("subset", i) for i in train if i in kept)
+    below = sorted(_unit("subset", i) for i in train if _unit("subset", i) < first_kept)
+    assert below, "every problem below the first kept one would have a trace: pick another case"
+    fraction = f"{(below[-1] + first_kept) / 2:.6f}"
+    result = CliRunner().invoke(app, ["curve", QUICKSTART, *sets, "--fractions", fraction, "--fractions", "1.0"])
+    assert result.exit_code == 2, result.output
+    assert f"leaves no kept teacher trace among its {len(below)} problems" in result.output
