@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llmdistill.atomic import atomic_dir, fresh_dir, move_aside, replace_dir, temporary_for
 from llmdistill.outputs import refusal
+from llmdistill.stages.train.sets import column
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,9 @@ def phase_stats(trainer, result, seconds: float, procs=None) -> dict:
     if procs is not None and procs.world > 1:  # TRL's count drops the batches accelerate pads an epoch's end with
         tokens = sum(procs.gather(getattr(trainer, "_input_tokens", 0)))
     if not tokens and "input_ids" in (trainer.train_dataset.column_names or []):
-        tokens = int(sum(len(x) for x in trainer.train_dataset["input_ids"]) * result.metrics.get("epoch", 1.0))
+        import pyarrow.compute as pc  # the lengths from the Arrow offsets: the rows are not read
+
+        tokens = int(column(trainer.train_dataset, "input_ids", pc.list_value_length).sum() * result.metrics.get("epoch", 1.0))
     # (after a resume these count the whole run; tokens/s below then overstates this segment's speed)
     return {
         "steps": result.global_step,

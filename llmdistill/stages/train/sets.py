@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 DIGEST = np.dtype([("hi", "<u8"), ("lo", "<u8")])  # a 16-byte digest as a sortable record
 
+# Rows an Arrow record batch: opening the file touches every batch's header, and the kernel maps
+# 64 KiB around each touch, so fewer, larger batches keep the resident file pages small.
+WRITER_BATCH = 10_000
+
 Rows = Callable[[list[TrainExample]], list[dict | None]]  # each example's row; None: nothing left to train on
 
 
@@ -108,7 +112,7 @@ class _Split:
 
                 assert self.path is not None
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.writer = ArrowWriter(path=str(self.path), writer_batch_size=1000)
+                self.writer = ArrowWriter(path=str(self.path), writer_batch_size=WRITER_BATCH)
             self.writer.write(row)
         if group is not None:
             self.groups += group
@@ -195,6 +199,20 @@ def in_memory(examples: Iterable[TrainExample], rows: Rows, with_task: bool = Fa
     for e in examples:
         sets.add(e)
     return sets.datasets()
+
+
+def column(dataset, name: str, per_row=None) -> np.ndarray:
+    """A column of a ``datasets.Dataset`` as numpy (or ``per_row`` of it, a pyarrow compute function
+    such as ``list_value_length``), chunk by chunk of the memory-mapped table: a list column's
+    lengths come from its offsets, without reading (or copying) its values. Through an indices
+    mapping (a filtered or shuffled dataset: TRL's offline top-k rows) the rows are read 10,000 at
+    a time instead."""
+    if getattr(dataset, "_indices", None) is None:
+        parts = [(per_row(c) if per_row else c).to_numpy(zero_copy_only=False) for c in dataset.data.column(name).chunks]
+    else:
+        batches = dataset.select_columns([name]).with_format("arrow").iter(batch_size=10_000)
+        parts = [(per_row(b[name]) if per_row else b[name]).to_numpy() for b in batches]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def is_held_out(ids: np.ndarray, problem_id: str) -> bool:

@@ -26,7 +26,7 @@ from llmdistill.records import TrainExample
 from llmdistill.stages.train.args import lora_config, sft_config, trl_class
 from llmdistill.stages.train.losses import answer_first_loss, per_example_mean, step_by_step_loss, topk_kl
 from llmdistill.stages.train.monitor import Monitored, ValidationSet
-from llmdistill.stages.train.sets import ExampleSets, SftRows
+from llmdistill.stages.train.sets import ExampleSets, SftRows, column
 
 SFTTrainer: Any = trl_class("SFTTrainer")  # imported at run time: a base class mypy cannot see
 
@@ -85,15 +85,6 @@ class GroupSampler(Sampler):
 
     def __len__(self) -> int:
         return self.n
-
-
-def column(dataset, name: str, per_row=None) -> np.ndarray:
-    """A column of a ``datasets.Dataset`` as numpy (or ``per_row`` of it, a pyarrow compute function),
-    read 10,000 rows at a time: the whole column at once would be gathered into memory (TRL's
-    datasets are filtered: rows are read through an indices mapping)."""
-    batches = dataset.select_columns([name]).with_format("arrow").iter(batch_size=10_000)
-    parts = [(per_row(b[name]) if per_row else b[name]).to_numpy() for b in batches]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 class ExtraFieldsCollator:
