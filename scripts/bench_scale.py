@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -192,7 +193,8 @@ def run_stage(args: list[str], kill_when=None, poll_s: float = 0.05) -> dict:
             killed = True
     code = proc.wait()
     log.seek(0)
-    err = log.read()[-2000:]
+    text = log.read()
+    err = text[-2000:]
     log.close()
     Path(log.name).unlink(missing_ok=True)
     if code != 0 and not killed:
@@ -200,7 +202,9 @@ def run_stage(args: list[str], kill_when=None, poll_s: float = 0.05) -> dict:
     seconds = round(time.time() - t0, 1)
     rss = rss_file.read_text().strip().splitlines()[-1] if rss_file.exists() else ""
     rss_file.unlink(missing_ok=True)
-    return {"seconds": seconds, "peak_rss_mib": round(int(rss) / 1024) if rss.isdigit() else None, "killed": killed}
+    out = {"seconds": seconds, "peak_rss_mib": round(int(rss) / 1024) if rss.isdigit() else None, "killed": killed}
+    indexed = re.search(r"indexed in ([0-9.]+) s", text)  # generate's resume: the stage's own timing of its index
+    return out | ({"indexed_s": float(indexed.group(1))} if indexed else {})
 
 
 def lines(path: Path) -> int:

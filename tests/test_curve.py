@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmdistill.cli import app
-from llmdistill.stages.train.examples import _unit, in_validation
+from llmdistill.stages.train.examples import in_validation, subset_rank
 from tests.conftest import ROOT
 from tests.processes import kill_when
 
@@ -64,7 +64,7 @@ def test_the_curve_on_the_quickstart_config(tiny_model, tmp_path):
         held[name] = {e["id"] for e in examples if e["split"] == "validation"}
         trained = {e["id"] for e in examples if e["split"] == "train"}
         assert not trained & held[name]
-        assert all(_unit("subset", i) < p["fraction"] or p["fraction"] == 1.0 for i in trained)
+        assert all(subset_rank(i) < p["fraction"] or p["fraction"] == 1.0 for i in trained)
     expected = {f"train-{i}" for i in range(40) if in_validation(f"train-{i}", 0.25, 0)}  # (SVAMP rows have no id: train-<row>)
     assert expected and all(h == expected for h in held.values())
     # the report, its picture, the paired tests between the modes
@@ -127,8 +127,8 @@ def test_a_fraction_with_problems_but_no_kept_trace_is_refused(tiny_model, tmp_p
     stage_function("filter")(cfg)
     kept = {t.id for t in iter_rows(out / "filter" / "kept.jsonl", FilteredTrace)}
     train = [f"train-{i}" for i in range(200) if not in_validation(f"train-{i}", 0.25, 0)]
-    first_kept = min(_unit("subset", i) for i in train if i in kept)
-    below = sorted(_unit("subset", i) for i in train if _unit("subset", i) < first_kept)
+    first_kept = min(subset_rank(i) for i in train if i in kept)
+    below = sorted(subset_rank(i) for i in train if subset_rank(i) < first_kept)
     assert below, "every problem below the first kept one would have a trace: pick another case"
     fraction = f"{(below[-1] + first_kept) / 2:.6f}"
     result = CliRunner().invoke(app, ["curve", QUICKSTART, *sets, "--fractions", fraction, "--fractions", "1.0"])

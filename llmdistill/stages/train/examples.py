@@ -79,9 +79,14 @@ def gold_labels_for_all(t) -> bool:
     return t.mode == "step_by_step" and t.label_source == "gold" and t.labels_for == "all_problems"
 
 
+def subset_rank(problem_id: str) -> float:
+    """A problem's place in the nested subsets, in [0, 1]: the ``f`` subset is the problems below ``f``."""
+    return _unit("subset", problem_id)
+
+
 def in_subset(problem_id: str, fraction: float) -> bool:
     """``train.data_fraction``: nested subsets (the 25% subset is inside the 50% one)."""
-    return fraction >= 1 or _unit("subset", problem_id) < fraction
+    return fraction >= 1 or subset_rank(problem_id) < fraction
 
 
 def uses(problem_id: str, t) -> bool:
