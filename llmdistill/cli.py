@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
 from llmdistill.errors import UserError
 from llmdistill.outputs import stage_dir
@@ -207,7 +208,35 @@ def export_(
     )
 
 
-@app.command()
+class _ListOptions(typer.core.TyperCommand):
+    """``--fractions 0.25 0.5 1.0``: the values after a list option, up to the next ``--`` option,
+    are each that option's (click takes one value an occurrence: ``--fractions 0.25 --fractions 0.5``)."""
+
+    lists = ("--fractions", "--modes", "--seeds")
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        out, flag = [], None
+        for a in args:
+            if a.startswith("-") and not _number(a):
+                flag = a if a in self.lists else None
+                if flag is None:
+                    out.append(a)
+            elif flag is not None:
+                out += [flag, a]
+            else:
+                out.append(a)
+        return super().parse_args(ctx, out)
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@app.command(cls=_ListOptions)
 def curve(
     config: ConfigArg,
     set: SetOpt = None,

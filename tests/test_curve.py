@@ -98,15 +98,17 @@ def test_a_curve_killed_midway_resumes_without_redoing_a_finished_point(tiny_mod
 
 
 @pytest.mark.parametrize(
-    ("fractions", "message"),
+    ("flags", "message"),
     [
-        (["0.001", "1.0"], "leaves no training problem: use a larger fraction"),
-        (["0", "1.0"], "curve.fractions must be in (0, 1], got 0.0"),
-        (["0.5", "0.5"], "curve.fractions has a fraction twice"),
+        (["--fractions", "0.001", "--fractions", "1.0"], "leaves no training problem: use a larger fraction"),
+        (["--fractions", "0", "--fractions", "1.0"], "curve.fractions must be in (0, 1], got 0.0"),
+        # as the README writes them: the values after a list option, up to the next option, are all its own
+        (["--fractions", "0.25", "0.5", "0.5", "--seeds", "0"], "curve.fractions has a fraction twice"),
+        (["--fractions", "0.5", "1.0", "--modes", "label", "labels", "--seeds", "0", "1"], "curve.modes.1: Input should be 'label', 'cot' or 'step_by_step'"),
     ],
 )
-def test_fractions_that_cannot_make_a_point_are_refused_in_one_line(tiny_model, tmp_path, fractions, message):
-    args = ["curve", QUICKSTART, *overrides(tmp_path / "run", tiny_model)] + [x for f in fractions for x in ("--fractions", f)]
+def test_fractions_that_cannot_make_a_point_are_refused_in_one_line(tiny_model, tmp_path, flags, message):
+    args = ["curve", QUICKSTART, *overrides(tmp_path / "run", tiny_model), *flags]
     result = CliRunner().invoke(app, args)
     last = result.output.strip().splitlines()[-1]  # (after the progress bars of generate and filter, run first)
     assert result.exit_code == 2 and message in last and last.startswith("error: "), result.output
@@ -134,3 +136,25 @@ def test_a_fraction_with_problems_but_no_kept_trace_is_refused(tiny_model, tmp_p
     result = CliRunner().invoke(app, ["curve", QUICKSTART, *sets, "--fractions", fraction, "--fractions", "1.0"])
     assert result.exit_code == 2, result.output
     assert f"leaves no kept teacher trace among its {len(below)} problems" in result.output
+
+
+def test_a_points_budget_is_its_share_of_all_training_problems_whichever_fractions_are_asked(tiny_model, tmp_path):
+    """``--fractions 0.25 0.5`` (the 1.0 points run before, or published): the 25% point trains a
+    quarter of the recipe's steps, not half (a share of the largest fraction asked would double it)."""
+    from llmdistill.config.file import load_config
+    from llmdistill.curve.run import plan
+    from llmdistill.pipeline import stage_function
+
+    sets = [*overrides(tmp_path / "run", tiny_model), "--set", "train.max_steps=400"]
+    values = [sets[i + 1] for i in range(0, len(sets), 2)]
+    cfg = load_config(QUICKSTART, values)
+    stage_function("generate")(cfg)
+    stage_function("filter")(cfg)
+    steps = {}
+    for asked in ([0.25, 0.5], [0.25, 1.0], [0.25]):
+        todo = plan(load_config(QUICKSTART, [*values, f"curve.fractions={json.dumps(asked)}", "curve.modes=[\"label\"]"]))
+        steps[tuple(asked)] = {p.fraction: c.train.max_steps for p, c in todo.configs.items()}
+        whole = sum(1 for i in range(40) if not in_validation(f"train-{i}", 0.25, 0))
+        assert todo.sizes[0][0.25]["share"] == todo.sizes[0][0.25]["problems"] / whole
+    assert steps[(0.25, 0.5)][0.25] == steps[(0.25, 1.0)][0.25] == steps[(0.25,)][0.25] < steps[(0.25, 0.5)][0.5] < 400
+    assert steps[(0.25, 1.0)][1.0] == 400

@@ -64,7 +64,7 @@ def subsets(cfg: Config) -> dict[int, dict[float, dict]]:
     sizes: dict[int, dict[float, dict]] = {
         s: {f: {"problems": 0, "kept_traces": 0, "teacher_traces": 0, "teacher_tokens": 0} for f in fractions} for s in seeds
     }
-    held = dict.fromkeys(seeds, 0)
+    held, whole = dict.fromkeys(seeds, 0), dict.fromkeys(seeds, 0)
 
     def count(pid: str, key: str, amount: int = 1) -> None:
         for s in seeds:
@@ -77,14 +77,16 @@ def subsets(cfg: Config) -> dict[int, dict[float, dict]]:
     for p in iter_split(cfg.data, cfg.data.train_split):
         count(p.id, "problems")
         for s in seeds:
-            held[s] += in_validation(p.id, t.validation_fraction, s)
+            out = in_validation(p.id, t.validation_fraction, s)
+            held[s] += out
+            whole[s] += not out
     for kept in iter_rows(stage_dir(cfg, "filter") / "kept.jsonl", FilteredTrace):
         count(kept.id, "kept_traces")
     for tr in iter_rows(stage_dir(cfg, "generate") / "traces.jsonl", Trace):
         count(tr.id, "teacher_traces")
         count(tr.id, "teacher_tokens", tr.completion_tokens)
     for s in seeds:
-        full = max(1, sizes[s][max(fractions)]["problems"])
+        full = max(1, whole[s])  # the share of all the training problems, whichever fractions are asked for
         for f in fractions:
             got = sizes[s][f]
             where = f"curve fraction {f:g} (seed {s}, {held[s]} validation problems held out first)"
