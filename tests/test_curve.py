@@ -104,7 +104,10 @@ def test_a_curve_killed_midway_resumes_without_redoing_a_finished_point(tiny_mod
         (["--fractions", "0", "--fractions", "1.0"], "curve.fractions must be in (0, 1], got 0.0"),
         # as the README writes them: the values after a list option, up to the next option, are all its own
         (["--fractions", "0.25", "0.5", "0.5", "--seeds", "0"], "curve.fractions has a fraction twice"),
-        (["--fractions", "0.5", "1.0", "--modes", "label", "labels", "--seeds", "0", "1"], "curve.modes.1: Input should be 'label', 'cot' or 'step_by_step'"),
+        (
+            ["--fractions", "0.5", "1.0", "--modes", "label", "labels", "--seeds", "0", "1"],
+            "curve.modes.1: Input should be 'label', 'cot' or 'step_by_step'",
+        ),
     ],
 )
 def test_fractions_that_cannot_make_a_point_are_refused_in_one_line(tiny_model, tmp_path, flags, message):
@@ -152,7 +155,7 @@ def test_a_points_budget_is_its_share_of_all_training_problems_whichever_fractio
     stage_function("filter")(cfg)
     steps = {}
     for asked in ([0.25, 0.5], [0.25, 1.0], [0.25]):
-        todo = plan(load_config(QUICKSTART, [*values, f"curve.fractions={json.dumps(asked)}", "curve.modes=[\"label\"]"]))
+        todo = plan(load_config(QUICKSTART, [*values, f"curve.fractions={json.dumps(asked)}", 'curve.modes=["label"]']))
         steps[tuple(asked)] = {p.fraction: c.train.max_steps for p, c in todo.configs.items()}
         whole = sum(1 for i in range(40) if not in_validation(f"train-{i}", 0.25, 0))
         assert todo.sizes[0][0.25]["share"] == todo.sizes[0][0.25]["problems"] / whole
