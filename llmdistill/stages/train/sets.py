@@ -7,13 +7,16 @@ own preparation (five ``Dataset.map`` passes, each a full copy on disk, one proc
 adds ``task`` (0 label, 1 rationale) and ``group`` (a trace's examples share one, numbered in order
 of first appearance); answer_first's and offline top-k's rows carry their own columns. Given a
 folder the rows go to Arrow files the datasets are memory-mapped from; without one (a few examples
-in a test or a script) the datasets are built in memory. Held per example: a 16-byte digest of its
-(id, sample) for step_by_step's groups, and of the id of each validation example.
+in a test or a script) the datasets are built in memory. Held while the rows are written: for
+step_by_step's groups a 16-byte digest of the (id, sample) and an 8-byte count per run of
+consecutive examples of one group (a trace's examples are written next to each other, so a run
+is a group), and a 16-byte digest of the id of each validation example.
 """
 
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -35,8 +38,15 @@ Rows = Callable[[list[TrainExample]], list[dict | None]]  # each example's row; 
 
 
 def first_appearance(digests: bytes | bytearray) -> np.ndarray:
-    """For each key, the number of distinct keys seen before its first appearance: [n] int64."""
+    """For each key, the number of distinct keys seen before its first appearance: [n] int64.
+    Keys that are all distinct (a trace's examples written as one run each) are numbered in order
+    after one sort, without the index arrays."""
     keys = np.frombuffer(digests, dtype=DIGEST)
+    ordered = np.sort(keys)
+    distinct = len(keys) < 2 or bool((ordered[1:] != ordered[:-1]).all())
+    del ordered
+    if distinct:
+        return np.arange(len(keys), dtype=np.int64)
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(len(first))
@@ -101,7 +111,7 @@ class _Split:
         self.path, self.n = path, 0
         self.rows: list[dict] | None = [] if path is None else None
         self.writer: Any = None
-        self.groups = bytearray()
+        self.run_keys, self.run_lengths, self.last = bytearray(), array("q"), b""  # groups, a run of consecutive examples at a time
 
     def add(self, row: dict, group: bytes | None) -> None:
         if self.rows is not None:
@@ -115,7 +125,12 @@ class _Split:
                 self.writer = ArrowWriter(path=str(self.path), writer_batch_size=WRITER_BATCH)
             self.writer.write(row)
         if group is not None:
-            self.groups += group
+            if group == self.last:
+                self.run_lengths[-1] += 1
+            else:
+                self.run_keys += group
+                self.run_lengths.append(1)
+                self.last = group
         self.n += 1
 
     def dataset(self):
@@ -128,7 +143,11 @@ class _Split:
             return None
         ds = datasets.Dataset.from_list(self.rows) if self.rows is not None else datasets.Dataset.from_file(str(self.path))
         self.rows = None
-        return ds.add_column("group", first_appearance(self.groups)) if self.groups else ds
+        if not self.run_keys:
+            return ds
+        groups = np.repeat(first_appearance(self.run_keys), np.frombuffer(self.run_lengths, dtype=np.int64))
+        self.run_keys, self.run_lengths = bytearray(), array("q")
+        return ds.add_column("group", groups)
 
 
 class ExampleSets:

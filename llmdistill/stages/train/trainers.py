@@ -48,23 +48,32 @@ class GroupSampler(Sampler):
     together (as HF's length-grouped sampler does: shuffled, then sorted by length within
     mega-batches of 50 batches), which cuts padding. The order depends on the seed and the epoch
     (``set_epoch``), so a resumed run replays the same order. Held in numpy: a few 8-byte numbers
-    an example.
+    a group; groups that are not runs of consecutive examples numbered in order (the train stage's
+    are) add an 8-byte index an example.
     """
 
     def __init__(self, groups, seed: int, lengths=None, groups_per_batch: int = 1):
         groups = np.asarray(groups, dtype=np.int64)
         self.n, self.seed, self.epoch = len(groups), seed, 0
-        # groups in order of first appearance; each group's examples in their order
-        _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-        rank = np.empty(len(first), dtype=np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-        group_of = rank[inverse.reshape(-1)]
-        self.members = np.argsort(group_of, kind="stable")
-        self.size = np.bincount(group_of, minlength=len(first))
-        self.start = np.cumsum(self.size) - self.size
+        self.members: np.ndarray | None = None  # each group's examples, group after group; None: 0, 1, 2... (runs)
+        step = np.diff(groups)
+        if self.n and groups[0] == 0 and bool(((step == 0) | (step == 1)).all()):  # runs numbered 0, 1, 2...
+            self.start = np.concatenate(([0], np.flatnonzero(step) + 1))
+            self.size = np.diff(self.start, append=self.n)
+            del step
+        else:  # groups in order of first appearance; each group's examples in their order
+            _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+            rank = np.empty(len(first), dtype=np.int64)
+            rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+            group_of = rank[inverse.reshape(-1)]
+            self.members = np.argsort(group_of, kind="stable")
+            self.size = np.bincount(group_of, minlength=len(first))
+            self.start = np.cumsum(self.size) - self.size
+        del groups
         self.group_len = None
-        if lengths is not None and len(groups):
-            self.group_len = np.maximum.reduceat(np.asarray(lengths, dtype=np.int64)[self.members], self.start)
+        if lengths is not None and self.n:
+            lengths = np.asarray(lengths)
+            self.group_len = np.maximum.reduceat(lengths if self.members is None else lengths[self.members], self.start)
         self.mega = 50 * groups_per_batch
 
     def set_epoch(self, epoch: int) -> None:
@@ -78,10 +87,18 @@ class GroupSampler(Sampler):
         order = np.frombuffer(shuffled, dtype=np.int64)
         if self.group_len is not None:  # longest first within each mega-batch; ties keep the shuffled order
             order = order[np.lexsort((-self.group_len[order], np.arange(len(order)) // self.mega))]
+        if self.members is None:  # runs: each group's examples are a range, yielded as the batches are drawn
+            return self._ranges(order)
         size = self.size[order]
         ends = np.cumsum(size)
         at = np.repeat(self.start[order] - (ends - size), size) + np.arange(self.n)  # each group's members, in turn
         return map(int, self.members[at])
+
+    def _ranges(self, order: np.ndarray):
+        for lo in range(0, len(order), 65536):
+            part = order[lo : lo + 65536]
+            for start, size in zip(self.start[part].tolist(), self.size[part].tolist()):
+                yield from range(start, start + size)
 
     def __len__(self) -> int:
         return self.n

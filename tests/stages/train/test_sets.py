@@ -22,6 +22,8 @@ def test_groups_are_numbered_by_first_appearance_as_a_dict_numbers_them():
     numbers: dict = {}
     expected = [numbers.setdefault(k, len(numbers)) for k in keys]
     assert first_appearance(b"".join(digest(*k) for k in keys)).tolist() == expected
+    distinct = list(dict.fromkeys(keys))  # the train stage's case: one run of examples a group
+    assert first_appearance(b"".join(digest(*k) for k in distinct)).tolist() == list(range(len(distinct)))
 
 
 def test_held_out_ids_are_found_and_others_are_not(tmp_path):
@@ -144,11 +146,24 @@ def test_group_sampler_gives_the_order_of_its_list_based_reference():
         return [i for g in order for i in groups_in_order[g]]
 
     rng = random.Random(3)
-    for n, per_batch in ((1, 1), (7, 1), (300, 4), (1000, 2)):
+    for n, per_batch, runs in (
+        (1, 1, False),
+        (7, 1, False),
+        (300, 4, False),
+        (1000, 2, False),
+        (1, 1, True),
+        (300, 4, True),
+        (1000, 2, True),
+    ):
         groups = [rng.randint(0, n // 2 + 1) for _ in range(n)]
+        if runs:  # the train stage's groups: runs of consecutive examples numbered 0, 1, 2... (no index array)
+            groups = [0]
+            while len(groups) < n:
+                groups.append(groups[-1] + (rng.random() < 0.6))
         lengths = [rng.choice((5, 9, 9, 30)) for _ in range(n)]
         for with_lengths in (False, True):
             sampler = GroupSampler(groups, seed=7, lengths=lengths if with_lengths else None, groups_per_batch=per_batch)
+            assert sampler.members is None or not runs  # runs take the path without the index array
             for epoch in range(3):
                 want = reference(groups, 7, epoch, lengths if with_lengths else None, per_batch)
                 assert list(sampler) == want
