@@ -37,11 +37,11 @@ WRITER_BATCH = 10_000
 Rows = Callable[[list[TrainExample]], list[dict | None]]  # each example's row; None: nothing left to train on
 
 
-def first_appearance(digests: bytes | bytearray) -> np.ndarray:
-    """For each key, the number of distinct keys seen before its first appearance: [n] int64.
-    Keys that are all distinct (a trace's examples written as one run each) are numbered in order
-    after one sort, without the index arrays."""
-    keys = np.frombuffer(digests, dtype=DIGEST)
+def first_appearance(digests: bytes | bytearray | np.ndarray) -> np.ndarray:
+    """For each key (16-byte digests, or an array of keys), the number of distinct keys seen before
+    its first appearance: [n] int64. Keys that are all distinct (a trace's examples written as one
+    run each) are numbered in order after one sort, without the index arrays."""
+    keys = np.frombuffer(digests, dtype=DIGEST) if isinstance(digests, bytes | bytearray) else np.asarray(digests)
     ordered = np.sort(keys)
     distinct = len(keys) < 2 or bool((ordered[1:] != ordered[:-1]).all())
     del ordered

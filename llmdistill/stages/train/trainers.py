@@ -26,7 +26,7 @@ from llmdistill.records import TrainExample
 from llmdistill.stages.train.args import lora_config, sft_config, trl_class
 from llmdistill.stages.train.losses import answer_first_loss, per_example_mean, step_by_step_loss, topk_kl
 from llmdistill.stages.train.monitor import Monitored, ValidationSet
-from llmdistill.stages.train.sets import ExampleSets, SftRows, column
+from llmdistill.stages.train.sets import ExampleSets, SftRows, column, first_appearance
 
 SFTTrainer: Any = trl_class("SFTTrainer")  # imported at run time: a base class mypy cannot see
 
@@ -60,16 +60,12 @@ class GroupSampler(Sampler):
         if self.n and groups[0] == 0 and bool(((step == 0) | (step == 1)).all()):  # runs numbered 0, 1, 2...
             self.start = np.concatenate(([0], np.flatnonzero(step) + 1))
             self.size = np.diff(self.start, append=self.n)
-            del step
         else:  # groups in order of first appearance; each group's examples in their order
-            _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-            rank = np.empty(len(first), dtype=np.int64)
-            rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-            group_of = rank[inverse.reshape(-1)]
+            group_of = first_appearance(groups)
             self.members = np.argsort(group_of, kind="stable")
-            self.size = np.bincount(group_of, minlength=len(first))
+            self.size = np.bincount(group_of)
             self.start = np.cumsum(self.size) - self.size
-        del groups
+        del groups, step
         self.group_len = None
         if lengths is not None and self.n:
             lengths = np.asarray(lengths)
