@@ -104,10 +104,10 @@ class FakeHub:
 
 
 def test_push_to_hub_uploads_the_written_folder(svamp, monkeypatch, tmp_path):
-    import llmdistill.stages.export as ex
+    import llmdistill.stages.export.hub as hub
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(ex, "hub_api", FakeHub)
+    monkeypatch.setattr(hub, "hub_api", FakeHub)
     monkeypatch.setattr(FakeHub, "calls", [])
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     result = CliRunner().invoke(
@@ -230,11 +230,12 @@ def test_a_split_past_the_shard_and_row_group_sizes_is_written_in_parts(svamp, m
     import pyarrow.parquet as pq
 
     import llmdistill.stages.export as ex
+    import llmdistill.stages.export.writers as writers
 
     monkeypatch.chdir(ROOT)
     for fmt in ("hf", "parquet"):
         ex.export(_cfg(svamp, f"export.to={tmp_path / 'whole' / fmt}", f"export.format={fmt}", "export.views=[label]"))
-    monkeypatch.setattr(ex, "BATCH_ROWS", 50)
+    monkeypatch.setattr(writers, "BATCH_ROWS", 50)
     monkeypatch.setattr(datasets.config, "MAX_SHARD_SIZE", "200KB")  # the train split: 539,044 bytes of Arrow data
     monkeypatch.setattr(datasets.config, "MAX_ROW_GROUP_SIZE", "100KB")
     for fmt in ("hf", "parquet"):
