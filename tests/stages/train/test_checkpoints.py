@@ -50,6 +50,20 @@ def test_resume_continues_from_the_saved_step(make_config, scripted, monkeypatch
     assert stats["steps"] == 4
     trained_steps = [h["step"] for h in stats["sft"]["log_history"] if "loss" in h]
     assert trained_steps[-1] == 4 and 3 in trained_steps
+    # the resumed student is the one an uninterrupted run trains, tied head included (transformers
+    # warns that lm_head.weight is missing from the checkpoint: it is the embedding matrix)
+    import torch
+    from safetensors.torch import load_file
+
+    whole = run_to_filter(
+        make_config,
+        scripted,
+        output_dir=str(stage_dir(cfg, "train").parent.parent / "whole"),
+        train=cfg.train.model_dump(include={"max_steps", "save_steps", "per_device_train_batch_size"}),
+    )
+    train(whole)
+    resumed, uninterrupted = (load_file(stage_dir(c, "train") / "model" / "model.safetensors") for c in (cfg, whole))
+    assert resumed.keys() == uninterrupted.keys() and all(torch.allclose(resumed[k], uninterrupted[k], atol=1e-6) for k in resumed)
 
 
 def test_changed_content_never_resumes_stale_checkpoints_and_never_deletes_them(make_config, scripted):
