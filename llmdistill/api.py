@@ -81,12 +81,13 @@ def export(cfg: Config, to: str | Path | None = None) -> ExportResult:
     return ExportResult.model_validate(run_export(cfg))
 
 
-def curve(cfg: Config, overwrite: bool = False) -> CurveResult:
+def curve(cfg: Config, overwrite: bool = False, report_only: bool = False) -> CurveResult:
     """The teacher-budget curve of ``cfg.curve`` (fractions x modes x seeds): trains and evaluates
-    the points not done yet; the numbers are in ``<folder>/curve.json``."""
+    the points not done yet (``report_only``: none, the report rewritten from those done); the
+    numbers are in ``<folder>/curve.json``."""
     from llmdistill.curve import curve as run_curve
 
-    return CurveResult.model_validate(run_curve(cfg, overwrite=overwrite))
+    return CurveResult.model_validate(run_curve(cfg, overwrite=overwrite, report_only=report_only))
 
 
 def run(cfg: Config, force: bool = False, overwrite: bool = False) -> RunResult:

@@ -246,6 +246,9 @@ def curve(
     modes: Annotated[list[str] | None, typer.Option("--modes", help="Training modes: label, cot, step_by_step (curve.modes).")] = None,
     seeds: Annotated[list[int] | None, typer.Option("--seeds", help="train.seed of each point (curve.seeds).")] = None,
     overwrite: OverwriteOpt = False,
+    report_only: Annotated[
+        bool, typer.Option("--report-only", help="Rewrite the report from the points already done; train and evaluate nothing.")
+    ] = False,
 ) -> None:
     """Test accuracy against the share of teacher traces, per mode and seed: train and evaluate each
     point not done yet (each in its own folder), then curve/report.md, curve.png, curve.json."""
@@ -256,8 +259,9 @@ def curve(
         cfg = _load(config, overrides)
         from llmdistill.curve import curve as run_curve
 
-        done = run_curve(cfg, overwrite=overwrite)
-    typer.echo(f"curve: {done['points']} points ({done['ran']} run now) -> {done['folder']}")
+        done = run_curve(cfg, overwrite=overwrite, report_only=report_only)
+    pending = f", {done['pending']} not done" if done["pending"] else ""
+    typer.echo(f"curve: {done['points']} points ({done['ran']} run now{pending}) -> {done['folder']}")
     for line in done["summary"]:
         typer.echo(f"  {line}")
     typer.echo(f"  report: {done['report']}")

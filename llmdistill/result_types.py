@@ -79,6 +79,8 @@ class CurveResult(BaseModel):
     folder: Path
     points: int
     ran: int
+    done: int
+    pending: int
     report: Path
     summary: list[str]
 

@@ -79,6 +79,13 @@ def test_the_curve_on_the_quickstart_config(tiny_model, tmp_path):
     # run again: every point is reused
     again = CliRunner().invoke(app, curve_args(out, tiny_model))
     assert again.exit_code == 0 and "(0 run now)" in again.output, again.output
+    # the report of a wider grid from the points done: the 50% points listed, not run, no folder made
+    wider = CliRunner().invoke(app, [*curve_args(out, tiny_model), "--fractions", "0.5", "--report-only"])
+    assert wider.exit_code == 0 and "6 points (0 run now, 2 not done)" in wider.output, wider.output
+    status = {(p["mode"], p["fraction"]): p["status"] for p in json.loads((out / "curve" / "curve.json").read_text())["points"]}
+    assert status == {**dict.fromkeys(points, "done"), ("label", 0.5): "pending", ("step_by_step", 0.5): "pending"}
+    assert sorted(p.name for p in (out / "curve" / "points").iterdir() if p.is_dir()) == sorted(f"{m}-f{f:g}-s0" for m, f in points)
+    assert "4 of 6 points done" in (out / "curve" / "report.md").read_text()
 
 
 def test_a_curve_killed_midway_resumes_without_redoing_a_finished_point(tiny_model, tmp_path):
@@ -108,6 +115,8 @@ def test_a_curve_killed_midway_resumes_without_redoing_a_finished_point(tiny_mod
             ["--fractions", "0.5", "1.0", "--modes", "label", "labels", "--seeds", "0", "1"],
             "curve.modes.1: Input should be 'label', 'cot' or 'step_by_step'",
         ),
+        (["--fractions", "0.5", "--report-only"], "curve --report-only: no curve in "),
+        (["--fractions", "0.5", "--report-only", "--overwrite"], "curve --report-only writes only the report: --overwrite has nothing"),
     ],
 )
 def test_fractions_that_cannot_make_a_point_are_refused_in_one_line(tiny_model, tmp_path, flags, message):
@@ -161,3 +170,44 @@ def test_a_points_budget_is_its_share_of_all_training_problems_whichever_fractio
         assert todo.sizes[0][0.25]["share"] == todo.sizes[0][0.25]["problems"] / whole
     assert steps[(0.25, 0.5)][0.25] == steps[(0.25, 1.0)][0.25] == steps[(0.25,)][0.25] < steps[(0.25, 0.5)][0.5] < 400
     assert steps[(0.25, 1.0)][1.0] == 400
+
+
+def test_the_svamp_figure_adds_the_published_full_data_points_to_the_curves_own(tmp_path):
+    """scripts/svamp_curve_figure.py: seed 0's finished points of the curve, the published 100% ones
+    (three seeds) beside them; a curve on other test problems is refused."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import svamp_curve_figure as fig
+
+    def point(mode, fraction, seed, accuracy, status="done"):
+        ci = None if accuracy is None else [accuracy - 0.05, accuracy + 0.05]
+        return {"mode": mode, "fraction": fraction, "seed": seed, "status": status, "accuracy": accuracy, "ci": ci}
+
+    report = {
+        "split": "test",
+        "test_problems": 200,
+        "points": [
+            point("label", 0.25, 0, 0.2),
+            point("label", 0.25, 1, 0.3),
+            point("step_by_step", 0.25, 0, 0.3),
+            point("step_by_step", 0.5, 0, None, "pending"),
+        ],
+        "curves": {},
+        "reference": {"teacher": {"accuracy": 0.775, "ci": [0.7, 0.8]}},
+    }
+    for p in report["points"]:
+        p.update(problems=196 if p["fraction"] == 0.25 else 368, kept_traces=151)
+    published = json.loads((ROOT / "docs" / "svamp_recipe_seeds.json").read_text())
+    merged = fig.with_published(report, published)
+    assert {m: [(p["fraction"], p["accuracy"]) for p in c] for m, c in merged["curves"].items()} == {
+        "label": [(0.25, 0.2), (1.0, published["arms"]["label"]["seed_accuracies"][0])],
+        "step_by_step": [(0.25, 0.3), (1.0, published["arms"]["step_by_step"]["seed_accuracies"][0])],
+    }
+    assert merged["curves"]["label"][1]["seed_accuracies"] == published["arms"]["label"]["seed_accuracies"]
+    path = tmp_path / "curve.png"
+    (tmp_path / "curve.json").write_text(json.dumps(report))
+    fig.main(
+        fig.argparse.Namespace(curve=str(tmp_path / "curve.json"), out=str(path), published=str(ROOT / "docs" / "svamp_recipe_seeds.json"))
+    )
+    assert path.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="another set"):
+        fig.with_published({**report, "test_problems": 100}, published)

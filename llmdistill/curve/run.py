@@ -27,7 +27,7 @@ from llmdistill.curve.report import write_curve_report
 from llmdistill.data import iter_split
 from llmdistill.errors import UserError
 from llmdistill.jsonl import iter_rows
-from llmdistill.outputs import is_complete, stage_dir
+from llmdistill.outputs import is_complete, require_complete, stage_dir
 from llmdistill.pipeline import stage_function
 from llmdistill.records import FilteredTrace, Trace
 from llmdistill.stages.train.examples import in_subset, in_validation
@@ -174,9 +174,15 @@ def plan(cfg: Config) -> Plan:
     return Plan(sizes, configs, reference_config(cfg))
 
 
-def curve(cfg: Config, overwrite: bool = False) -> dict:
+def curve(cfg: Config, overwrite: bool = False, report_only: bool = False) -> dict:
     """Train and evaluate every point not done yet, then write ``curve/report.md``, ``curve.png``
-    and ``curve.json`` (rewritten after each point, so a stopped curve has a report of what ran)."""
+    and ``curve.json`` (rewritten after each point, so a stopped curve has a report of what ran).
+    ``report_only``: rewrite the report from the points already done, for the fractions, modes and
+    seeds asked, and run nothing (a curve run point by point, or one still running elsewhere)."""
+    if report_only:
+        if overwrite:
+            raise UserError("curve --report-only writes only the report: --overwrite has nothing to move aside")
+        return _report_only(cfg)
     for stage in ("generate", "filter"):
         if not is_complete(cfg, stage):
             log.info("curve: %s first (its output is not complete for this config)", stage)
@@ -212,4 +218,29 @@ def curve(cfg: Config, overwrite: bool = False) -> dict:
             ran += 1
         write_curve_report(cfg, folder, configs, sizes, ref)
     report = write_curve_report(cfg, folder, configs, sizes, ref)
-    return {"folder": str(folder), "points": len(configs), "ran": ran, "report": str(folder / "report.md"), "summary": report["summary"]}
+    return _result(folder, configs, ran, report)
+
+
+def _report_only(cfg: Config) -> dict:
+    """The report of the points done, nothing trained, evaluated or made but the report's files."""
+    folder = curve_dir(cfg)
+    if not is_ours(folder):
+        raise UserError(f"curve --report-only: no curve in {folder} yet: run `llmdistill curve` first")
+    for stage in ("generate", "filter"):
+        require_complete(cfg, stage)
+    todo = plan(cfg)
+    report = write_curve_report(cfg, folder, todo.configs, todo.sizes, todo.reference)
+    return _result(folder, todo.configs, 0, report)
+
+
+def _result(folder: Path, configs: dict, ran: int, report: dict) -> dict:
+    done = sum(p["status"] == "done" for p in report["points"])
+    return {
+        "folder": str(folder),
+        "points": len(configs),
+        "ran": ran,
+        "done": done,
+        "pending": len(configs) - done,
+        "report": str(folder / "report.md"),
+        "summary": report["summary"],
+    }
