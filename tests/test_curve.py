@@ -46,7 +46,8 @@ def curve_args(out, student, *extra) -> list[str]:
 
 def test_the_curve_on_the_quickstart_config(tiny_model, tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, curve_args(out, tiny_model))
+    # (the untrained student is the curve's floor: evaluated whether or not evaluate.models names it)
+    result = CliRunner().invoke(app, curve_args(out, tiny_model, "--set", "evaluate.models=[teacher,student]"))
     assert result.exit_code == 0, result.output
     report = json.loads((out / "curve" / "curve.json").read_text())
     points = {(p["mode"], p["fraction"]): p for p in report["points"]}

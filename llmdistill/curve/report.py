@@ -60,7 +60,7 @@ def _paired(a: dict[int, dict[str, bool]], b: dict[int, dict[str, bool]], ids: l
     return {"seeds": seeds, "only_a": only_a, "only_b": only_b, "mcnemar_p": float(f"{mcnemar_exact(only_a, only_b):.3g}")}
 
 
-def collect(cfg: Config, configs: dict, sizes: dict, ref: Config | None) -> dict:
+def collect(cfg: Config, configs: dict, sizes: dict, ref: Config) -> dict:
     """Every number of the curve from the point folders (points not done are listed as pending)."""
     c = cfg.curve
     results: dict[tuple[str, float], dict[int, dict[str, bool]]] = {}
@@ -128,7 +128,7 @@ def collect(cfg: Config, configs: dict, sizes: dict, ref: Config | None) -> dict
                     acc = lambda mode, fr: next(x["accuracy"] for x in curves[mode] if x["fraction"] == fr)
                     against_full.append({"mode": a, "fraction": f, "against": b, "delta": round(acc(a, f) - acc(b, full), 4), **t})
     reference = {}
-    if ref is not None and is_complete(ref, "evaluate"):
+    if is_complete(ref, "evaluate"):
         rep = json.loads((stage_dir(ref, "evaluate") / "report.json").read_text())
         reference = {name: {"accuracy": m["accuracy"], "ci": m.get("ci")} for name, m in rep["models"].items()}
     return {
@@ -283,7 +283,7 @@ def plot(report: dict, path: Path) -> bool:
     return True
 
 
-def write_curve_report(cfg: Config, folder: Path, configs: dict, sizes: dict, ref: Config | None) -> dict:
+def write_curve_report(cfg: Config, folder: Path, configs: dict, sizes: dict, ref: Config) -> dict:
     report = collect(cfg, configs, sizes, ref)
     report["summary"] = summary(report)
     if cfg.evaluate.plot and plot(report, folder / "curve.png"):

@@ -127,11 +127,12 @@ def point_config(cfg: Config, point: Point, share: float) -> Config:
         ) from None
 
 
-def reference_config(cfg: Config) -> Config | None:
-    """The models besides the student (teacher, untrained student, baselines), evaluated once."""
+def reference_config(cfg: Config) -> Config:
+    """The models besides the student (the config's teacher and baselines, and always the untrained
+    student: the curve's floor), evaluated once."""
     models = [m for m in cfg.evaluate.models if m != "student"]
-    if not models and not cfg.evaluate.baselines:
-        return None
+    if "student_init" not in models:
+        models.append("student_init")
     raw = cfg.model_dump(mode="json", exclude_unset=True)
     raw["evaluate"] = {**raw.get("evaluate", {}), "models": models}
     raw["output_dir"] = str(curve_dir(cfg) / "reference")
@@ -164,7 +165,7 @@ class Plan:
 
     sizes: dict[int, dict[float, dict]]
     configs: dict[Point, Config]
-    reference: Config | None
+    reference: Config
 
 
 def plan(cfg: Config) -> Plan:
@@ -192,7 +193,7 @@ def curve(cfg: Config, overwrite: bool = False, report_only: bool = False) -> di
     folder = curve_dir(cfg)
     _folder(folder, "curve")
     _folder(folder / "points", "curve")
-    if ref is not None and not is_complete(ref, "evaluate"):
+    if not is_complete(ref, "evaluate"):
         _folder(Path(ref.output_dir), "curve")
         log.info("curve: evaluating the reference models %s", ref.evaluate.models)
         stage_function("evaluate")(ref, overwrite=overwrite)
