@@ -77,6 +77,11 @@ def test_the_curve_on_the_quickstart_config(tiny_model, tmp_path):
         (1.0, "label", "step_by_step"),
     }
     assert [(t["mode"], t["from"], t["to"]) for t in report["trend"]] == [("label", 0.25, 1.0), ("step_by_step", 0.25, 1.0)]
+    assert [line.split(":")[0] for line in report["summary"][:2]] == [
+        f"at {f} of the problems, step_by_step {100 * points[('step_by_step', x)]['accuracy']:.1f}% against label "
+        f"{100 * points[('label', x)]['accuracy']:.1f}%"
+        for f, x in (("25%", 0.25), ("100%", 1.0))
+    ]
     # run again: every point is reused
     again = CliRunner().invoke(app, curve_args(out, tiny_model))
     assert again.exit_code == 0 and "(0 run now)" in again.output, again.output

@@ -154,8 +154,18 @@ def _pct(x: float | None) -> str:
 
 
 def summary(report: dict) -> list[str]:
-    """The reading, in sentences: where each mode still rises, and which points reach the full ones."""
+    """The reading, in sentences: the modes compared at each fraction, where each mode still rises,
+    and which points reach the full ones."""
+    acc = {(m, p["fraction"]): p["accuracy"] for m, pts in report["curves"].items() for p in pts}
     lines = []
+    for t in report["between_modes"]:
+        a, b, f = acc[(t["a"], t["fraction"])], acc[(t["b"], t["fraction"])], t["fraction"]
+        sig = "a difference" if t["mcnemar_p"] < ALPHA else "no difference within the noise"
+        lines.append(
+            f"at {100 * f:g}% of the problems, {t['b']} {_pct(b)} against {t['a']} {_pct(a)}: {100 * (b - a):+.1f} points "
+            f"({t['only_b']} problems only {t['b']} gets right, {t['only_a']} only {t['a']}; McNemar p = {t['mcnemar_p']:.3g}, "
+            f"seeds {t['seeds']}): {sig}"
+        )
     for t in report["trend"]:
         words = {
             "rising": "still rising: more traces paid",
