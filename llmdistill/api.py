@@ -4,7 +4,7 @@
 
     cfg = ld.load_config("configs/quickstart.yaml", {"train.max_steps": 50})
     result = ld.run(cfg)                       # every stage, skipping those already complete
-    print(result.evaluate.accuracy["student"])
+    accuracy = result.evaluate.accuracy["student"]
     kept = ld.filter(cfg).kept                 # or one stage at a time
 
 Each stage function takes the config and ``overwrite`` (move outputs made with other settings

@@ -178,10 +178,10 @@ def test_a_points_budget_is_its_share_of_all_training_problems_whichever_fractio
     assert steps[(0.25, 1.0)][1.0] == 400
 
 
-def test_the_svamp_figure_adds_the_published_full_data_points_to_the_curves_own(tmp_path):
+def test_the_svamp_figure_adds_the_published_full_data_points_to_the_curves_own(tmp_path, monkeypatch):
     """scripts/svamp_curve_figure.py: seed 0's finished points of the curve, the published 100% ones
     (three seeds) beside them; a curve on other test problems is refused."""
-    sys.path.insert(0, str(ROOT / "scripts"))
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     import svamp_curve_figure as fig
 
     def point(mode, fraction, seed, accuracy, status="done"):

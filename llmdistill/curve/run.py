@@ -201,23 +201,23 @@ def curve(cfg: Config, overwrite: bool = False, report_only: bool = False) -> di
     for i, (p, pcfg) in enumerate(configs.items(), start=1):
         if is_complete(pcfg, "evaluate"):
             log.info("curve: point %d/%d %s is done (%s)", i, len(configs), p.name, pcfg.output_dir)
-        else:
-            point_dir = Path(pcfg.output_dir)
-            _folder(point_dir, "curve")
-            _link_upstream(cfg, point_dir)
-            log.info(
-                "curve: point %d/%d %s: %d steps on %d problems",
-                i,
-                len(configs),
-                p.name,
-                pcfg.train.max_steps,
-                sizes[p.seed][p.fraction]["problems"],
-            )
-            if not is_complete(pcfg, "train"):
-                stage_function("train")(pcfg, overwrite=overwrite)
-            stage_function("evaluate")(pcfg, overwrite=overwrite)
-            ran += 1
-        write_curve_report(cfg, folder, configs, sizes, ref)
+            continue
+        point_dir = Path(pcfg.output_dir)
+        _folder(point_dir, "curve")
+        _link_upstream(cfg, point_dir)
+        log.info(
+            "curve: point %d/%d %s: %d steps on %d problems",
+            i,
+            len(configs),
+            p.name,
+            pcfg.train.max_steps,
+            sizes[p.seed][p.fraction]["problems"],
+        )
+        if not is_complete(pcfg, "train"):
+            stage_function("train")(pcfg, overwrite=overwrite)
+        stage_function("evaluate")(pcfg, overwrite=overwrite)
+        ran += 1
+        write_curve_report(cfg, folder, configs, sizes, ref)  # after each point run, so a stopped curve has its report
     report = write_curve_report(cfg, folder, configs, sizes, ref)
     return _result(folder, configs, ran, report)
 

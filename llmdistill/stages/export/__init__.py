@@ -46,7 +46,7 @@ def export(cfg: Config, command: str | None = None) -> dict:
         # load_from_disk(DIR) and load_from_disk(DIR/views) load them; parquet and jsonl: data/ and
         # views/ files that the card's configs name, for load_dataset(DIR)
         data = "" if e.format == "hf" else "data/"
-        for split in ("train", "rejected") if e.include_rejected else ("train",):
+        for split in SPLITS if e.include_rejected else ("train",):
             if split == "train" or traces[split].stat().st_size:
                 files[split], sizes[split] = write(tmp, f"{data}{split}", read(split), e.format, trace_features())
         for view in e.views:
