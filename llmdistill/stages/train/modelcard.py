@@ -49,7 +49,7 @@ def write_model_card(cfg: Config, model_dir: Path, stats: dict) -> None:
         f"- problems: `{cfg.data.path}` split `{cfg.data.train_split}`; prompt file `{cfg.data.prompt}`",
         f"- teacher traces: {cfg.teacher.model_name_or_path} ({cfg.teacher.backend}); the filter kept {filt.get('kept', '?')} of "
         f"{filt.get('traces', filt.get('rows_in', '?'))} (rejected by: {json.dumps(filt.get('rejected_by', {}))})",
-        f"- training examples: {stats.get('examples')} {json.dumps(pre.get('by_task', {}))}, {pre.get('validation_examples', 0)} held out for validation",
+        f"- examples: {stats.get('examples')} {json.dumps(pre.get('by_task', {}))}, of them {pre.get('validation_examples', 0)} held out for validation (not trained on)",
         "",
         "## Training",
         "",

@@ -1,5 +1,7 @@
 """Checkpoints, resume, validation-based selection, LoRA merging, the saved student and its card."""
 
+import json
+
 import pytest
 
 from llmdistill.config.file import load_config
@@ -96,6 +98,9 @@ def test_model_card_describes_the_student(make_config, scripted):
     card = (stage_dir(cfg, "train") / "model" / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers")
     assert "mode-step_by_step" in card and "## Training data" in card and "train_loss" in card and "alpha: 0.5" in card
+    stats = json.loads((stage_dir(cfg, "train") / "stats.json").read_text())
+    held = stats["sft"]["preflight"]["validation_examples"]
+    assert f"- examples: {stats['examples']} " in card and f"of them {held} held out for validation (not trained on)" in card
 
 
 def test_pruned_student_is_rebuilt_when_its_recipe_changes(make_config, scripted):
