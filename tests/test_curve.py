@@ -209,6 +209,7 @@ def test_the_svamp_figure_adds_the_published_full_data_points_to_the_curves_own(
         "step_by_step": [(0.25, 0.3), (1.0, published["arms"]["step_by_step"]["seed_accuracies"][0])],
     }
     assert merged["curves"]["label"][1]["seed_accuracies"] == published["arms"]["label"]["seed_accuracies"]
+    assert sorted({p["fraction"] for p in merged["points"]}) == [0.25, 0.5, 1.0]  # the pending 50% point is a tick
     path = tmp_path / "curve.png"
     (tmp_path / "curve.json").write_text(json.dumps(report))
     fig.main(
@@ -217,3 +218,15 @@ def test_the_svamp_figure_adds_the_published_full_data_points_to_the_curves_own(
     assert path.stat().st_size > 10_000
     with pytest.raises(SystemExit, match="another set"):
         fig.with_published({**report, "test_problems": 100}, published)
+
+
+def test_a_modes_line_does_not_cross_a_fraction_it_has_no_point_at():
+    """A point not done (step-by-step at 50% while label's is done) cuts the line: it would seem to
+    show an accuracy there."""
+    from llmdistill.curve.report import line_runs
+
+    grid = [0.25, 0.5, 1.0]
+    assert line_runs([0.25, 0.5, 1.0], grid) == [[0.25, 0.5, 1.0]]
+    assert line_runs([0.25, 1.0], grid) == [[0.25], [1.0]]
+    assert line_runs([0.5, 1.0], grid) == [[0.5, 1.0]]
+    assert line_runs([0.25, 1.0], [0.25, 1.0]) == [[0.25, 1.0]]

@@ -248,9 +248,21 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def line_runs(fractions: list[float], grid: list[float]) -> list[list[float]]:
+    """A mode's fractions (ascending) cut into the runs a line may join: never across a fraction of
+    the grid the mode has no point at (a point not done yet), which a line would seem to show."""
+    runs: list[list[float]] = []
+    for f in fractions:
+        if runs and not any(runs[-1][-1] < g < f for g in grid):
+            runs[-1].append(f)
+        else:
+            runs.append([f])
+    return runs
+
+
 def plot(report: dict, path: Path) -> bool:
     """Accuracy against the share of training problems (log scale), per mode; each seed a dot;
-    the reference models as lines."""
+    the reference models as lines. A mode's line joins neighbouring fractions of the grid only."""
     if not report["curves"]:
         return False
     import matplotlib
@@ -259,11 +271,15 @@ def plot(report: dict, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    grid = sorted({p["fraction"] for p in report["points"]})
     for k, (mode, pts) in enumerate(report["curves"].items()):
         xs = [p["fraction"] * (1 + 0.02 * (k - (len(report["curves"]) - 1) / 2)) for p in pts]  # modes side by side
         ys = [100 * p["accuracy"] for p in pts]
         err = [[y - 100 * p["ci"][0] for y, p in zip(ys, pts, strict=True)], [100 * p["ci"][1] - y for y, p in zip(ys, pts, strict=True)]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, color=f"C{k}", label=mode)
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, linestyle="none", color=f"C{k}", label=mode)
+        at = {p["fraction"]: (x, y) for x, y, p in zip(xs, ys, pts, strict=True)}
+        for run in line_runs([p["fraction"] for p in pts], grid):
+            ax.plot([at[f][0] for f in run], [at[f][1] for f in run], color=f"C{k}")
         for x, p in zip(xs, pts, strict=True):
             if len(p["seed_accuracies"]) > 1:
                 ax.scatter([x] * len(p["seed_accuracies"]), [100 * a for a in p["seed_accuracies"]], s=10, color=f"C{k}", alpha=0.4)
@@ -276,11 +292,10 @@ def plot(report: dict, path: Path) -> bool:
                 color=f"C{len(report['curves']) + j}",
                 label=f"{name} {_pct(m['accuracy'])}",
             )
-    fractions = sorted({p["fraction"] for p in report["points"]})
-    first = {f: next(p for p in report["points"] if p["fraction"] == f) for f in fractions}
+    first = {f: next(p for p in report["points"] if p["fraction"] == f) for f in grid}
     ax.set_xscale("log", base=2)
-    ax.set_xticks(fractions)
-    ax.set_xticklabels([f"{100 * f:g}%\n{first[f]['problems']} problems\n{first[f]['kept_traces']} traces" for f in fractions], fontsize=8)
+    ax.set_xticks(grid)
+    ax.set_xticklabels([f"{100 * f:g}%\n{first[f]['problems']} problems\n{first[f]['kept_traces']} traces" for f in grid], fontsize=8)
     ax.minorticks_off()
     ax.set_xlabel("share of the training problems (and the kept teacher traces in it)")
     ax.set_ylabel("test accuracy (%)")
