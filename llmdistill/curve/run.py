@@ -197,7 +197,7 @@ def curve(cfg: Config, overwrite: bool = False, report_only: bool = False) -> di
         _folder(Path(ref.output_dir), "curve")
         log.info("curve: evaluating the reference models %s", ref.evaluate.models)
         stage_function("evaluate")(ref, overwrite=overwrite)
-    ran = 0
+    ran, report = 0, None
     for i, (p, pcfg) in enumerate(configs.items(), start=1):
         if is_complete(pcfg, "evaluate"):
             log.info("curve: point %d/%d %s is done (%s)", i, len(configs), p.name, pcfg.output_dir)
@@ -217,8 +217,9 @@ def curve(cfg: Config, overwrite: bool = False, report_only: bool = False) -> di
             stage_function("train")(pcfg, overwrite=overwrite)
         stage_function("evaluate")(pcfg, overwrite=overwrite)
         ran += 1
-        write_curve_report(cfg, folder, configs, sizes, ref)  # after each point run, so a stopped curve has its report
-    report = write_curve_report(cfg, folder, configs, sizes, ref)
+        report = write_curve_report(cfg, folder, configs, sizes, ref)  # after each point run, so a stopped curve has its report
+    if report is None:  # every point was done already (the last report written is the whole curve's)
+        report = write_curve_report(cfg, folder, configs, sizes, ref)
     return _result(folder, configs, ran, report)
 
 
