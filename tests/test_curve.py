@@ -191,6 +191,7 @@ def test_the_svamp_figure_adds_the_published_full_data_points_to_the_curves_own(
     report = {
         "split": "test",
         "test_problems": 200,
+        "confidence": 0.95,
         "points": [
             point("label", 0.25, 0, 0.2),
             point("label", 0.25, 1, 0.3),
@@ -230,3 +231,45 @@ def test_a_modes_line_does_not_cross_a_fraction_it_has_no_point_at():
     assert line_runs([0.25, 1.0], grid) == [[0.25], [1.0]]
     assert line_runs([0.5, 1.0], grid) == [[0.5, 1.0]]
     assert line_runs([0.25, 1.0], [0.25, 1.0]) == [[0.25, 1.0]]
+
+
+def test_a_one_seed_points_interval_is_the_one_its_evaluate_report_gives(tmp_path, monkeypatch):
+    """The curve's interval of a one-seed point is its evaluate report's: the same bootstrap, with the
+    config's level, resamples and seed, over the problems in the test split's order (sorted ids would
+    put test-10 before test-2 and resample other problems)."""
+    import llmdistill as ld
+    from llmdistill.curve import report as curve_report
+    from llmdistill.curve.run import Point, point_config
+    from llmdistill.jsonl import write_rows
+    from llmdistill.outputs import stage_dir
+    from llmdistill.records import EvalResult, Problem
+    from llmdistill.stages.evaluate.report import compare
+
+    cfg = ld.load_config(
+        QUICKSTART,
+        [f"output_dir={tmp_path}", "evaluate.confidence=0.9", "evaluate.bootstrap=2000", "evaluate.seed=3", "curve.fractions=[0.5]"],
+    )
+    right = [i % 3 == 0 or i % 7 == 1 for i in range(200)]
+    rows = [
+        EvalResult(id=f"test-{i}", model="student", question="q", gold="1", output="1", pred="1", verdict="correct" if ok else "wrong")
+        for i, ok in enumerate(right)
+    ]
+    problems = [Problem(id=r.id, question="q", answer="1") for r in rows]
+    configs = {}
+    for mode in ("label", "step_by_step"):
+        point = Point(mode, 0.5, 0)
+        pcfg = configs[point] = point_config(cfg, point, 0.5)
+        folder = stage_dir(pcfg, "evaluate")
+        folder.mkdir(parents=True)
+        write_rows(folder / "results.jsonl", rows)
+        models = {"student": {"accuracy": sum(right) / len(right)}}
+        e = cfg.evaluate
+        compare(rows, models, problems, e.bootstrap, e.confidence, e.seed, 0)
+        (folder / "report.json").write_text(json.dumps({"models": models}))
+    monkeypatch.setattr(curve_report, "is_complete", lambda c, stage: c in configs.values())
+    size = {"problems": 10, "kept_traces": 8, "teacher_traces": 10, "teacher_tokens": 0}
+    report = curve_report.collect(cfg, configs, {0: {0.5: size}}, cfg)
+    assert report["confidence"] == 0.9 and report["test_problems"] == 200
+    for mode in ("label", "step_by_step"):
+        ((point,),) = [report["curves"][mode]]
+        assert point["ci"] == models["student"]["ci"], (mode, point["ci"], models["student"]["ci"])

@@ -22,13 +22,13 @@ from llmdistill.atomic import write_text
 from llmdistill.jsonl import iter_rows
 from llmdistill.outputs import is_complete, stage_dir
 from llmdistill.records import EvalResult
-from llmdistill.stages.evaluate.metrics import mcnemar_exact
+from llmdistill.stages.evaluate.metrics import bootstrap_ci, mcnemar_exact
 
 if TYPE_CHECKING:
     from llmdistill.config import Config
 
 log = logging.getLogger(__name__)
-LEVEL, N_BOOT, ALPHA = 0.95, 10000, 0.05
+ALPHA = 0.05
 
 
 def _correct(folder: Path, model: str) -> dict[str, bool]:
@@ -40,14 +40,14 @@ def _correct(folder: Path, model: str) -> dict[str, bool]:
     }
 
 
-def _interval(matrix: np.ndarray, seed: int = 0) -> list[float]:
-    """Bootstrap interval of the mean accuracy: ``matrix`` is seeds x problems of 0/1."""
-    per_problem = matrix.mean(axis=0)
-    rng = np.random.default_rng(seed)
-    n = len(per_problem)
-    means = np.concatenate([per_problem[rng.integers(0, n, size=(1000, n))].mean(axis=1) for _ in range(N_BOOT // 1000)])
-    lo, hi = np.quantile(means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return [round(float(lo), 4), round(float(hi), 4)]
+def _interval(matrix: np.ndarray, cfg: Config) -> list[float]:
+    """Bootstrap interval of the mean accuracy: ``matrix`` is seeds x problems of 0/1, its columns in the
+    evaluate stage's problem order. With one seed it is the interval the point's own evaluate report gives
+    (the same function, resamples, level and seed)."""
+    e = cfg.evaluate
+    ci = bootstrap_ci(list(matrix.mean(axis=0)), e.bootstrap, e.confidence, e.seed)
+    assert ci is not None  # the curve has a row only where the points share test problems
+    return [round(ci[0], 4), round(ci[1], 4)]
 
 
 def _paired(a: dict[int, dict[str, bool]], b: dict[int, dict[str, bool]], ids: list[str]) -> dict | None:
@@ -81,7 +81,9 @@ def collect(cfg: Config, configs: dict, sizes: dict, ref: Config) -> dict:
             row.update(status="done", accuracy=student["accuracy"], ci=student.get("ci"))
             results.setdefault((p.mode, p.fraction), {})[p.seed] = _correct(folder, "student")
         points.append(row)
-    ids = sorted(set.intersection(*(set(r) for by_seed in results.values() for r in by_seed.values()))) if results else []
+    answered = [r for by_seed in results.values() for r in by_seed.values()]
+    common = set.intersection(*(set(r) for r in answered)) if answered else set()
+    ids = [i for i in answered[0] if i in common] if answered else []  # the test split's order, as evaluate resamples it
     curves: dict[str, list[dict]] = {}
     for mode in c.modes:
         for f in c.fractions:
@@ -96,7 +98,7 @@ def collect(cfg: Config, configs: dict, sizes: dict, ref: Config) -> dict:
                     "seeds": sorted(by_seed),
                     "accuracy": round(float(m.mean()), 4),
                     "seed_accuracies": [round(float(x), 4) for x in m.mean(axis=1)],
-                    "ci": _interval(m),
+                    "ci": _interval(m, cfg),
                     "problems": first["problems"],
                     "kept_traces": first["kept_traces"],
                     "teacher_tokens": first["teacher_tokens"],
@@ -134,6 +136,7 @@ def collect(cfg: Config, configs: dict, sizes: dict, ref: Config) -> dict:
     return {
         "split": cfg.data.test_split,
         "test_problems": len(ids),
+        "confidence": cfg.evaluate.confidence,
         "budget": c.budget,
         "recipe": {
             "max_steps": cfg.train.max_steps,
@@ -197,7 +200,7 @@ def render_markdown(report: dict) -> str:
         "",
         f"{done} of {len(report['points'])} points done. Budget: {report['budget']} (the recipe: {report['recipe']['max_steps']} steps on all the "
         f"problems, validation every {report['recipe']['eval_steps']}; with the epochs budget a fraction trains as many epochs, its steps scaled). Accuracy: mean over the seeds "
-        f"done, {int(100 * LEVEL)}% bootstrap interval over the test problems.",
+        f"done, {100 * report['confidence']:g}% bootstrap interval over the test problems.",
         "",
         "![accuracy against the share of training problems](curve.png)",
         "",
@@ -301,7 +304,9 @@ def plot(report: dict, path: Path) -> bool:
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(f"{report['split']} split, {report['test_problems']} problems ({int(100 * LEVEL)}% bootstrap intervals)", fontsize=10)
+    ax.set_title(
+        f"{report['split']} split, {report['test_problems']} problems ({100 * report['confidence']:g}% bootstrap intervals)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
