@@ -77,6 +77,11 @@ def test_the_curve_on_the_quickstart_config(tiny_model, tmp_path):
         (1.0, "label", "step_by_step"),
     }
     assert [(t["mode"], t["from"], t["to"]) for t in report["trend"]] == [("label", 0.25, 1.0), ("step_by_step", 0.25, 1.0)]
+    # each mode's smaller point against the other mode's full one, once (the same-fraction pair is above)
+    assert [(t["mode"], t["fraction"], t["against"]) for t in report["against_full"]] == [
+        ("label", 0.25, "step_by_step"),
+        ("step_by_step", 0.25, "label"),
+    ]
     assert [line.split(":")[0] for line in report["summary"][:2]] == [
         f"at {f} of the problems, step_by_step {100 * points[('step_by_step', x)]['accuracy']:.1f}% against label "
         f"{100 * points[('label', x)]['accuracy']:.1f}%"

@@ -126,6 +126,8 @@ def collect(cfg: Config, configs: dict, sizes: dict, ref: Config) -> dict:
             if a == b or (b, full) not in results:
                 continue
             for f in c.fractions:
+                if f == full:  # the same-fraction pair is in between_modes
+                    continue
                 if (a, f) in results and (t := _paired(results[(a, f)], results[(b, full)], ids)):
                     acc = lambda mode, fr: next(x["accuracy"] for x in curves[mode] if x["fraction"] == fr)
                     against_full.append({"mode": a, "fraction": f, "against": b, "delta": round(acc(a, f) - acc(b, full), 4), **t})
@@ -180,8 +182,6 @@ def summary(report: dict) -> list[str]:
             f"(McNemar p = {t['mcnemar_p']:.3g}, seeds {t['seeds']}): {words}"
         )
     for t in report["against_full"]:
-        if t["fraction"] == max(p["fraction"] for p in report["points"]):
-            continue
         side = "above" if t["delta"] > 0 else "below" if t["delta"] < 0 else "level with"
         sig = "significant" if t["mcnemar_p"] < ALPHA else "not significant"
         lines.append(
