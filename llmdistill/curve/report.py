@@ -120,17 +120,15 @@ def collect(cfg: Config, configs: dict, sizes: dict, ref: Config) -> dict:
             verdict = "flat" if t["mcnemar_p"] >= ALPHA else "rising" if delta > 0 else "falling"
             trend.append({"mode": name, "from": lo["fraction"], "to": hi["fraction"], "delta": delta, **t, "reading": verdict})
     full = max(c.fractions)
-    against_full = []
+    acc = {(m, p["fraction"]): p["accuracy"] for m, pts in curves.items() for p in pts}
+    against_full = []  # each smaller point against the other mode's full one (the same-fraction pair is in between_modes)
     for a in c.modes:
         for b in c.modes:
             if a == b or (b, full) not in results:
                 continue
             for f in c.fractions:
-                if f == full:  # the same-fraction pair is in between_modes
-                    continue
-                if (a, f) in results and (t := _paired(results[(a, f)], results[(b, full)], ids)):
-                    acc = lambda mode, fr: next(x["accuracy"] for x in curves[mode] if x["fraction"] == fr)
-                    against_full.append({"mode": a, "fraction": f, "against": b, "delta": round(acc(a, f) - acc(b, full), 4), **t})
+                if f < full and (a, f) in results and (t := _paired(results[(a, f)], results[(b, full)], ids)):
+                    against_full.append({"mode": a, "fraction": f, "against": b, "delta": round(acc[(a, f)] - acc[(b, full)], 4), **t})
     reference = {}
     if is_complete(ref, "evaluate"):
         rep = json.loads((stage_dir(ref, "evaluate") / "report.json").read_text())
